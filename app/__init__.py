@@ -1,0 +1,1 @@
+"""Trigger engine: matches customer events against trigger rules and emits action commands."""

@@ -1,0 +1,82 @@
+"""Turning raw definition JSON into a checked, ready-to-evaluate trigger — or a full list of why not."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.domain.expressions import Expression, parse_expression
+from app.domain.models import TriggerDefinition, UpdateAttributeAction
+from app.errors import InvalidDefinition, InvalidExpression
+
+
+@dataclass(frozen=True)
+class CompiledTrigger:
+    """A valid definition with its expressions parsed once, for evaluation many times."""
+
+    definition: TriggerDefinition
+    conditions: tuple[Expression, ...]
+    attributes: dict[str, Expression]
+
+    @property
+    def id(self) -> str:
+        return self.definition.id
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        """Descending priority, ties by id: the contract's evaluation order."""
+        return (-self.definition.priority, self.definition.id)
+
+
+def compile_definition(value: bytes | str | dict[str, Any], key: str | None = None) -> CompiledTrigger:
+    """Validate a whole definition; raise InvalidDefinition listing every problem found."""
+    data = _as_object(value, key)
+    trigger_id = data.get("id") if isinstance(data.get("id"), str) else key
+    try:
+        definition = TriggerDefinition.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidDefinition(trigger_id, _pydantic_errors(exc)) from None
+    errors: list[str] = []
+    if key is not None and key != definition.id:
+        errors.append(f"id {definition.id!r} does not match the message key {key!r}")
+    conditions = _parse_all("conditions", definition.conditions, errors)
+    attributes: dict[str, Expression] = {}
+    if isinstance(definition.action, UpdateAttributeAction):
+        parsed = _parse_all("action.attributes", list(definition.action.attributes.values()), errors)
+        attributes = dict(zip(definition.action.attributes, parsed, strict=False))
+    if errors:
+        raise InvalidDefinition(definition.id, errors)
+    return CompiledTrigger(definition, tuple(conditions), attributes)
+
+
+def _as_object(value: bytes | str | dict[str, Any], key: str | None) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    try:
+        data = json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidDefinition(key, [f"not valid JSON: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise InvalidDefinition(key, [f"a definition is a JSON object, not {type(data).__name__}"])
+    return data
+
+
+def _parse_all(where: str, texts: list[str], errors: list[str]) -> list[Expression]:
+    parsed: list[Expression] = []
+    for index, text in enumerate(texts):
+        try:
+            parsed.append(parse_expression(text))
+        except InvalidExpression as exc:
+            errors.append(f"{where}[{index}]: {exc}")
+    return parsed
+
+
+def _pydantic_errors(exc: ValidationError) -> list[str]:
+    messages = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in error["loc"]) or "definition"
+        messages.append(f"{location}: {error['msg']}")
+    return messages

@@ -1,0 +1,95 @@
+"""The decision: given one event, which triggers fire, in which order, and what state changes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app.domain.cooldown import CooldownMark, effective_time, may_fire
+from app.domain.definitions import CompiledTrigger
+from app.domain.expressions import Scope
+from app.domain.matching import DefinitionIndex, passes_filters
+from app.domain.models import ActionCommand, Event
+from app.errors import ExpressionFailed
+
+_FIRING_NAMESPACE = uuid.UUID("6f1c2a8e-3b0d-4c8e-9a51-2f7d0e4b9c13")
+
+
+def firing_id(trigger_id: str, event_id: str) -> str:
+    """The same trigger and the same event always give the same firingId."""
+    return str(uuid.uuid5(_FIRING_NAMESPACE, f"{trigger_id}\x00{event_id}"))
+
+
+@dataclass
+class Evaluation:
+    """What one event caused: firings in emission order, cooldown marks to store, and why not."""
+
+    firings: list[ActionCommand] = field(default_factory=list)
+    cooldown_marks: dict[str, CooldownMark] = field(default_factory=dict)
+    condition_errors: list[tuple[str, str]] = field(default_factory=list)
+    cooled_down: list[str] = field(default_factory=list)
+
+
+def evaluate(
+    index: DefinitionIndex,
+    event: Event,
+    customer: Mapping[str, Any] | None,
+    cooldown_of: Callable[[str], CooldownMark | None],
+    now: datetime,
+) -> Evaluation:
+    """Evaluate every candidate trigger for `event`, highest priority first (ties by id)."""
+    result = Evaluation()
+    candidates = [t for t in index.candidates(event.source, event.type)
+                  if passes_filters(t.definition.filters, event.fields)]
+    if not candidates:
+        return result
+    event_json = event.as_json()
+    scope = Scope(event=event_json, customer=customer, now=now)
+    at = effective_time(event.timestamp, now)
+    for trigger in candidates:
+        if not _conditions_hold(trigger, scope, result):
+            continue
+        cooldown = trigger.definition.cooldown_minutes
+        if not may_fire(cooldown_of(trigger.id), cooldown, event.id, at):
+            result.cooled_down.append(trigger.id)
+            continue
+        if cooldown > 0:
+            result.cooldown_marks[trigger.id] = CooldownMark(fired_at=at, event_id=event.id)
+        result.firings.append(_command(trigger, event, event_json, now))
+    return result
+
+
+def _conditions_hold(trigger: CompiledTrigger, scope: Scope, result: Evaluation) -> bool:
+    for condition in trigger.conditions:
+        try:
+            if not condition.evaluate(scope):
+                return False
+        except ExpressionFailed as exc:
+            # A condition that cannot be evaluated for this event is false, not fatal.
+            result.condition_errors.append((trigger.id, str(exc)))
+            return False
+    return True
+
+
+def action_config(trigger: CompiledTrigger) -> dict[str, Any]:
+    """The action as carried by commands: the definition's action minus its secret."""
+    return trigger.definition.action.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude={"secret"}
+    )
+
+
+def _command(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any],
+             now: datetime) -> ActionCommand:
+    return ActionCommand(
+        firing_id=firing_id(trigger.id, event.id),
+        trigger_id=trigger.id,
+        priority=trigger.definition.priority,
+        customer_id=event.customer_id,
+        event_id=event.id,
+        fired_at=now,
+        action=action_config(trigger),
+        event=event_json,
+    )

@@ -1,0 +1,115 @@
+"""Raw messages from the event topics turned into one typed Event, or a MalformedEvent saying why."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from app.domain.models import Event, Source
+from app.errors import MalformedEvent
+
+MAX_ID_LENGTH = 256
+RESERVED = ("id", "type", "customerId", "timestamp", "source")
+_CDC_OPERATIONS = {"c": "insert", "r": "insert", "u": "update", "d": "delete"}
+
+
+def parse_event(raw: bytes | None, source: Source, fallback_id: str, arrival: datetime) -> Event:
+    """A flat JSON event (`events.streaming`, `events.outcomes`, `events.schema`).
+
+    `fallback_id` must be stable for this message (topic, partition, offset) so a
+    replayed message gets the same event id and therefore the same firingIds.
+    """
+    data = _json_object(raw)
+    event_type = _required_text(data, "type")
+    customer_id = _required_text(data, "customerId")
+    fields = {k: v for k, v in data.items() if k not in RESERVED}
+    return Event(
+        id=_optional_text(data, "id") or fallback_id,
+        type=event_type,
+        customer_id=customer_id,
+        source=source,
+        timestamp=_timestamp(data.get("timestamp"), arrival),
+        fields=fields,
+    )
+
+
+def parse_cdc_event(raw: bytes | None, fallback_id: str, arrival: datetime,
+                    customer_column: str) -> Event:
+    """A Debezium change event, with or without the `schema`/`payload` wrapper.
+
+    The event's fields are the row's columns (after the change, or before a delete)
+    plus `table`, `op`, `before` and `after`; its type is `<table>.<insert|update|delete>`.
+    """
+    data = _json_object(raw)
+    if "payload" in data and isinstance(data["payload"], dict):
+        data = data["payload"]
+    operation = _CDC_OPERATIONS.get(str(data.get("op")))
+    if operation is None:
+        raise MalformedEvent(f"CDC event has unknown op {data.get('op')!r} (expected c, r, u or d)")
+    source_block = data.get("source")
+    table = source_block.get("table") if isinstance(source_block, dict) else None
+    if not isinstance(table, str) or not table:
+        raise MalformedEvent("CDC event lacks source.table")
+    before, after = data.get("before"), data.get("after")
+    row = before if operation == "delete" else after
+    if not isinstance(row, dict):
+        raise MalformedEvent(f"CDC {operation} event has no row in {'before' if operation == 'delete' else 'after'}")
+    customer = row.get(customer_column)
+    if isinstance(customer, bool) or not isinstance(customer, str | int) or customer == "":
+        raise MalformedEvent(f"CDC row has no customer id in column {customer_column!r}")
+    ts_ms = data.get("ts_ms")
+    timestamp = (datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+                 if isinstance(ts_ms, int | float) and not isinstance(ts_ms, bool) else arrival)
+    fields = {k: v for k, v in row.items() if k not in RESERVED}
+    fields.update({"table": table, "op": operation, "before": before, "after": after})
+    return Event(
+        id=fallback_id,
+        type=f"{table}.{operation}",
+        customer_id=str(customer),
+        source=Source.CDC,
+        timestamp=timestamp,
+        fields=fields,
+    )
+
+
+def _json_object(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise MalformedEvent("empty message (null value)")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedEvent(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedEvent(f"an event is a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _required_text(data: dict[str, Any], name: str) -> str:
+    if name not in data:
+        raise MalformedEvent(f"missing required field {name!r}")
+    value = _optional_text(data, name)
+    if not value:
+        raise MalformedEvent(f"field {name!r} must be a non-empty string")
+    return value
+
+
+def _optional_text(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+        raise MalformedEvent(f"field {name!r} must be a string of at most {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _timestamp(value: Any, arrival: datetime) -> datetime:
+    if value is None:
+        return arrival
+    if not isinstance(value, str):
+        raise MalformedEvent("field 'timestamp' must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise MalformedEvent(f"field 'timestamp' is not ISO 8601: {value[:64]!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
