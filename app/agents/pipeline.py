@@ -1,0 +1,223 @@
+"""The thin I/O shell around the domain: read a message, call the core, write the results."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from faust.types import AppT, Message, TableT, TopicT
+
+from app.domain.cooldown import CooldownMark
+from app.domain.definitions import compile_definition
+from app.domain.engine import Evaluation, evaluate
+from app.domain.intake import parse_cdc_event, parse_event
+from app.domain.models import ActionCommand, Event, Source
+from app.domain.rows import RowLoad, merge_row, parse_row_load
+from app.errors import InvalidDefinition, MalformedEvent
+from app.kafka import partition_for
+from app.registry import DefinitionRegistry
+from app.settings import Settings
+from app.topics import ACTION_TYPES, Topics
+
+log = logging.getLogger(__name__)
+
+CUSTOMERS_TABLE = "customers"
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _arrival(message: Message) -> datetime:
+    return datetime.fromtimestamp(message.timestamp, tz=UTC)
+
+
+class Pipeline:
+    """Routes each message to the worker that owns its customer and evaluates it there.
+
+    All per-customer state (customer rows, cooldowns) lives in tables partitioned by
+    Kafka's default partitioner over the customer id. A message whose key is its customer
+    id and which sits in that partition is processed where it is; any other (CDC events
+    keyed by primary key, producers with another partitioner) is re-published once to an
+    internal topic keyed by customer id, so a customer's state is never split.
+    """
+
+    def __init__(self, app: AppT, settings: Settings, topics: Topics,
+                 registry: DefinitionRegistry, customers: TableT, cooldowns: TableT,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.names = topics
+        self.registry = registry
+        self.customers = customers
+        self.cooldowns = cooldowns
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+
+        def topic(*names: str) -> TopicT:
+            return app.topic(*names, key_serializer="raw", value_serializer="raw")
+
+        self.sources = {topics.streaming: Source.STREAMING, topics.outcomes: Source.OUTCOME,
+                        topics.cdc: Source.CDC, topics.schema: Source.SCHEMA_TABLE}
+        self.source_topic = topic(*self.sources, topics.rows)
+        self.rerouted_topic = topic(topics.rerouted)
+        self.definitions_topic = topic(topics.definitions)
+        self._out = {name: topic(name) for name in (
+            topics.firings, topics.deadletter, topics.errors, topics.schema, topics.rerouted,
+            *(topics.action(t) for t in ACTION_TYPES))}
+
+    # -- intake -------------------------------------------------------------------------
+
+    async def on_source_message(self, message: Message) -> None:
+        """A message from an event topic or from `schema.rows`."""
+        try:
+            work = self._parse(message)
+        except MalformedEvent as exc:
+            await self._dead_letter(message, exc.reason)
+            return
+        customer_id = work.customer_id
+        if self._owned_here(message, customer_id):
+            await self._process(work)
+        else:
+            await self._send(self.names.rerouted, customer_id, _envelope(work))
+            self.counters["rerouted"] += 1
+
+    async def on_rerouted_message(self, message: Message) -> None:
+        data = json.loads(message.value)
+        if data["kind"] == "row":
+            await self._process(RowLoad(**data["row"]))
+        else:
+            await self._process(Event.model_validate(data["event"]))
+
+    def _parse(self, message: Message) -> Event | RowLoad:
+        if message.topic == self.names.rows:
+            return parse_row_load(message.value)
+        source = self.sources[message.topic]
+        fallback_id = f"{message.topic}-{message.partition}-{message.offset}"
+        if source is Source.CDC:
+            return parse_cdc_event(message.value, fallback_id, _arrival(message),
+                                   self.settings.cdc_customer_column)
+        return parse_event(message.value, source, fallback_id, _arrival(message))
+
+    def _owned_here(self, message: Message, customer_id: str) -> bool:
+        key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else message.key
+        return key == customer_id and message.partition == partition_for(
+            customer_id, self.settings.partitions)
+
+    async def _process(self, work: Event | RowLoad) -> None:
+        if isinstance(work, RowLoad):
+            await self._load_row(work)
+        else:
+            await self._evaluate(work)
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    async def _evaluate(self, event: Event) -> None:
+        self.counters[f"events.{event.source.value}"] += 1
+        customer = self.customers.get(event.customer_id)
+        result = evaluate(self.registry.index, event, customer,
+                          lambda trigger_id: self._cooldown(trigger_id, event.customer_id),
+                          self.clock())
+        self._record(event, result)
+        for trigger_id, mark in result.cooldown_marks.items():
+            self.cooldowns[_cooldown_key(trigger_id, event.customer_id)] = mark.to_json()
+        for command in result.firings:
+            await self._emit(command)
+
+    def _cooldown(self, trigger_id: str, customer_id: str) -> CooldownMark | None:
+        stored = self.cooldowns.get(_cooldown_key(trigger_id, customer_id))
+        return CooldownMark.from_json(stored) if stored else None
+
+    def _record(self, event: Event, result: Evaluation) -> None:
+        for trigger_id, error in result.condition_errors:
+            self.counters["condition_errors"] += 1
+            log.debug("condition error", extra={"triggerId": trigger_id, "eventId": event.id,
+                                                "error": error})
+        self.counters["cooled_down"] += len(result.cooled_down)
+
+    async def _emit(self, command: ActionCommand) -> None:
+        """The action command first, then its record on `triggers.firings`."""
+        value = command.to_json()
+        await self._send(self.names.action(command.action_type), command.customer_id, value)
+        await self._send(self.names.firings, command.customer_id, value)
+        self.counters["firings"] += 1
+        log.info("trigger fired", extra={"triggerId": command.trigger_id,
+                                         "customerId": command.customer_id,
+                                         "firingId": command.firing_id,
+                                         "action": command.action_type})
+
+    # -- schema-table rows --------------------------------------------------------------
+
+    async def _load_row(self, load: RowLoad) -> None:
+        if load.table != CUSTOMERS_TABLE:
+            await self._send(self.names.deadletter, load.customer_id, {
+                "reason": f"unknown schema table {load.table!r}", "load": _row_json(load),
+                "at": self.clock().isoformat()})
+            return
+        change = merge_row(load.table, load.customer_id, self.customers.get(load.customer_id),
+                           load.attributes)
+        if change is None:
+            return
+        if change.after is None:
+            self.customers.pop(load.customer_id, None)
+        else:
+            self.customers[load.customer_id] = change.after
+        await self._send(self.names.schema, load.customer_id, change.to_json())
+
+    # -- definitions (errors are reported by exactly one worker: this agent's) ----------
+
+    async def on_definition_message(self, message: Message) -> None:
+        if message.value is None:
+            return
+        key = message.key.decode("utf-8", "replace") if message.key else None
+        try:
+            compile_definition(message.value, key=key)
+        except InvalidDefinition as exc:
+            trigger_id = exc.trigger_id or key
+            await self._send(self.names.errors, trigger_id, {
+                "triggerId": trigger_id, "error": "; ".join(exc.errors), "errors": exc.errors,
+                "offset": message.offset, "at": self.clock().isoformat()})
+
+    # -- output -------------------------------------------------------------------------
+
+    async def _dead_letter(self, message: Message, reason: str) -> None:
+        raw = message.value or b""
+        key = message.key.decode("utf-8", "replace") if message.key else None
+        self.counters["deadlettered"] += 1
+        log.warning("event dead-lettered", extra={"topic": message.topic,
+                                                  "partition": message.partition,
+                                                  "offset": message.offset, "reason": reason})
+        await self._send(self.names.deadletter, key, {
+            "reason": reason,
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "key": key,
+            "value": raw.decode("utf-8", "replace"),
+            "valueBase64": base64.b64encode(raw).decode(),
+            "at": self.clock().isoformat(),
+        })
+
+    async def _send(self, topic: str, key: str | None, value: Any) -> None:
+        await self._out[topic].send(
+            key=key.encode() if key is not None else None,
+            value=value if isinstance(value, bytes) else _dumps(value))
+
+
+def _cooldown_key(trigger_id: str, customer_id: str) -> str:
+    # Trigger ids cannot contain "|", so the key is unambiguous.
+    return f"{trigger_id}|{customer_id}"
+
+
+def _row_json(load: RowLoad) -> dict[str, Any]:
+    return {"table": load.table, "customer_id": load.customer_id, "attributes": load.attributes}
+
+
+def _envelope(work: Event | RowLoad) -> bytes:
+    if isinstance(work, RowLoad):
+        return _dumps({"kind": "row", "row": _row_json(work)})
+    return _dumps({"kind": "event", "event": work.model_dump(mode="json")})

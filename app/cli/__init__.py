@@ -1,0 +1,1 @@
+"""Operator commands, run as `faust -A app.main <command>`."""

@@ -1,0 +1,128 @@
+"""The faust application: built from settings, with its tables, agents and health page."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from faust.types import StreamT
+from faust.web import Request, Response, View
+
+from app.agents.pipeline import Pipeline
+from app.kafka import transport_class
+from app.logs import logging_config
+from app.registry import DefinitionRegistry
+from app.settings import Settings, get_settings
+from app.topics import Topics, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class TriggerApp(faust.App):
+    """faust.App that creates its topics and loads definitions before consuming anything."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(settings.app_id, **kwargs)
+        self.settings = settings
+        self.names = Topics(settings.topic_prefix)
+        self.registry = DefinitionRegistry(settings, self.names.definitions)
+        self.rebalanced_once = False
+
+    def on_rebalance_end(self) -> None:
+        super().on_rebalance_end()
+        self.rebalanced_once = True
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        await ensure_topics(self.settings, self.names)
+        await self.add_runtime_dependency(self.registry)
+        if not self.settings.licensed:
+            log.warning("triggers are an Enterprise-tier feature: evaluating nothing",
+                        extra={"licenseTier": self.settings.license_tier})
+
+    def _new_transport(self) -> Any:
+        return transport_class(self.settings.fetch_max_wait_ms)(self.conf.broker_consumer, self)
+
+
+def build_app(settings: Settings) -> TriggerApp:
+    app = TriggerApp(
+        settings,
+        broker=settings.broker_urls,
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        consumer_auto_offset_reset="earliest",
+        logging_config=logging_config(settings.log_format == "json"),
+        autodiscover=["app.cli.commands"],
+        origin="app.main",
+    )
+    customers = app.Table("customers", default=None, partitions=settings.partitions)
+    cooldowns = app.Table("cooldowns", default=None, partitions=settings.partitions)
+    pipeline = Pipeline(app, settings, app.names, app.registry, customers, cooldowns)
+
+    async def until_ready() -> bool:
+        if not settings.licensed:
+            return False
+        await app.registry.wait_loaded()
+        return True
+
+    @app.agent(pipeline.source_topic, name="intake")
+    async def intake(stream: StreamT[bytes]) -> None:
+        if not await until_ready():
+            await asyncio.Future()  # unlicensed: consume nothing, so nothing is lost
+        async for event in stream.events():
+            await pipeline.on_source_message(event.message)
+
+    @app.agent(pipeline.rerouted_topic, name="rerouted")
+    async def rerouted(stream: StreamT[bytes]) -> None:
+        if not await until_ready():
+            await asyncio.Future()
+        async for event in stream.events():
+            await pipeline.on_rerouted_message(event.message)
+
+    @app.agent(pipeline.definitions_topic, name="definition-errors")
+    async def definition_errors(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await pipeline.on_definition_message(event.message)
+
+    @app.page("/health")
+    async def health(view: View, request: Request) -> Response:
+        return view.json(health_report(app, pipeline))
+
+    app.pipeline = pipeline  # type: ignore[attr-defined]
+    return app
+
+
+def health_report(app: TriggerApp, pipeline: Pipeline) -> dict[str, Any]:
+    streaming = app.names.streaming
+    assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == streaming)
+    loaded = app.registry.loaded.is_set()
+    settled = app.rebalanced_once and not app.rebalancing and not app.in_recovery
+    status = "ok" if loaded and settled else "starting"
+    if not app.settings.licensed:
+        status = "unlicensed"
+    return {
+        "status": status,
+        "licenseTier": app.settings.license_tier,
+        "reason": None if app.settings.licensed else
+        "triggers are an Enterprise-tier feature; set TRIGGERS_LICENSE_TIER=enterprise",
+        "definitionsLoaded": loaded,
+        "definitions": len(app.registry.index),
+        "rejectedDefinitions": sorted(app.registry.rejected),
+        "assignedPartitions": assigned,
+        "rebalancing": bool(app.rebalancing),
+        "recovering": bool(app.in_recovery),
+        "counters": dict(pipeline.counters),
+    }
+
+
+app = build_app(get_settings())

@@ -1,0 +1,51 @@
+"""Every setting of a worker, read once from the environment into one frozen object."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Names are the environment variables; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    kafka_bootstrap_servers: str = Field(default="localhost:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
+    data_dir: Path = Field(default=Path("./data"), alias="TRIGGERS_DATA_DIR")
+    web_port: int = Field(default=6066, alias="TRIGGERS_WEB_PORT")
+    web_host: str = Field(default="0.0.0.0", alias="TRIGGERS_WEB_HOST")  # noqa: S104 - a server
+    app_id: str = Field(default="trigger-engine", alias="TRIGGERS_APP_ID")
+    partitions: int = Field(default=8, ge=1, alias="TRIGGERS_PARTITIONS")
+    replication_factor: int = Field(default=1, ge=1, alias="TRIGGERS_REPLICATION_FACTOR")
+    topic_prefix: str = Field(default="", alias="TRIGGERS_TOPIC_PREFIX")
+    cdc_customer_column: str = Field(default="customer_id", alias="TRIGGERS_CDC_CUSTOMER_COLUMN")
+    license_tier: str = Field(default="enterprise", alias="TRIGGERS_LICENSE_TIER")
+    api_token: SecretStr | None = Field(default=None, alias="TRIGGERS_API_TOKEN")
+    allow_private_urls: bool = Field(default=False, alias="TRIGGERS_ALLOW_PRIVATE_URLS")
+    session_timeout_s: float = Field(default=10.0, gt=0, alias="TRIGGERS_SESSION_TIMEOUT_S")
+    rebalance_timeout_s: float = Field(default=10.0, gt=0, alias="TRIGGERS_REBALANCE_TIMEOUT_S")
+    heartbeat_interval_s: float = Field(default=1.0, gt=0, alias="TRIGGERS_HEARTBEAT_INTERVAL_S")
+    fetch_max_wait_ms: int = Field(default=10, ge=0, alias="TRIGGERS_FETCH_MAX_WAIT_MS")
+    standby_replicas: int = Field(default=0, ge=0, alias="TRIGGERS_STANDBY_REPLICAS")
+    log_format: str = Field(default="text", pattern="^(text|json)$", alias="TRIGGERS_LOG_FORMAT")
+
+    @property
+    def broker_urls(self) -> list[str]:
+        return [f"kafka://{host.strip()}" for host in self.kafka_bootstrap_servers.split(",") if host.strip()]
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [host.strip() for host in self.kafka_bootstrap_servers.split(",") if host.strip()]
+
+    @property
+    def licensed(self) -> bool:
+        return self.license_tier.strip().lower() == "enterprise"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

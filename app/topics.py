@@ -1,0 +1,162 @@
+"""The one registry of topics: every name, partition count and cleanup policy the engine uses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from app.errors import TriggerEngineError
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACTION_TYPES = ("enroll_journey", "fire_recommend", "webhook", "update_attribute")
+
+
+class TopicMismatch(TriggerEngineError):
+    """An existing topic has a partition count that breaks co-partitioning."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    # None: the engine's partition count; every such topic is co-partitioned by customer id.
+    partitions: int | None = None
+    compacted: bool = False
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names after the optional prefix (TRIGGERS_TOPIC_PREFIX) is applied."""
+
+    prefix: str = ""
+
+    def _n(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @property
+    def definitions(self) -> str:
+        return self._n("triggers.definitions")
+
+    @property
+    def errors(self) -> str:
+        return self._n("triggers.errors")
+
+    @property
+    def firings(self) -> str:
+        return self._n("triggers.firings")
+
+    @property
+    def streaming(self) -> str:
+        return self._n("events.streaming")
+
+    @property
+    def cdc(self) -> str:
+        return self._n("events.cdc")
+
+    @property
+    def outcomes(self) -> str:
+        return self._n("events.outcomes")
+
+    @property
+    def schema(self) -> str:
+        return self._n("events.schema")
+
+    @property
+    def deadletter(self) -> str:
+        return self._n("events.deadletter")
+
+    @property
+    def rows(self) -> str:
+        """Schema-table rows to load (upsert or delete), keyed by customer id."""
+        return self._n("schema.rows")
+
+    @property
+    def rerouted(self) -> str:
+        """Internal: events whose key or partition did not match their customer id."""
+        return self._n("triggers.internal.rerouted")
+
+    @property
+    def actions_deadletter(self) -> str:
+        return self._n("actions.deadletter")
+
+    def action(self, action_type: str) -> str:
+        if action_type not in ACTION_TYPES:
+            raise ValueError(f"unknown action type {action_type!r}")
+        return self._n(f"actions.{action_type}")
+
+    def specs(self) -> list[TopicSpec]:
+        keyed_by_customer = [
+            self.streaming, self.cdc, self.outcomes, self.schema, self.deadletter, self.rows,
+            self.rerouted, self.firings, self.actions_deadletter,
+            *(self.action(t) for t in ACTION_TYPES),
+            self._n("journeys.enrollments"), self._n("journeys.events"), self._n("recommendations"),
+        ]
+        definitions = [self.definitions, self._n("decisionflows.definitions"),
+                       self._n("journeys.definitions")]
+        return [
+            *(TopicSpec(name) for name in keyed_by_customer),
+            *(TopicSpec(name, partitions=1, compacted=True) for name in definitions),
+            TopicSpec(self.errors, partitions=1),
+        ]
+
+
+async def ensure_topics(settings: Settings, topics: Topics, attempts: int = 30) -> None:
+    """Create missing topics and refuse to run on topics that would break co-partitioning."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_list)
+    await _start_with_retry(admin, attempts)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in topics.specs() if spec.name not in existing]
+        if missing:
+            await _create(admin, settings, missing)
+        await _check_partitions(admin, settings, topics)
+    finally:
+        await admin.close()
+
+
+async def _start_with_retry(admin: AIOKafkaAdminClient, attempts: int) -> None:
+    # The broker may still be starting (make run starts both at once).
+    for attempt in range(1, attempts + 1):
+        try:
+            await admin.start()
+            return
+        except KafkaError:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(1)
+
+
+async def _create(admin: AIOKafkaAdminClient, settings: Settings, specs: list[TopicSpec]) -> None:
+    new = [
+        NewTopic(
+            name=spec.name,
+            num_partitions=spec.partitions or settings.partitions,
+            replication_factor=settings.replication_factor,
+            topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+        )
+        for spec in specs
+    ]
+    try:
+        await admin.create_topics(new)
+    except TopicAlreadyExistsError:
+        pass  # another worker created them first
+    log.info("created topics", extra={"topics": [spec.name for spec in specs]})
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings, topics: Topics) -> None:
+    specs = {spec.name: spec for spec in topics.specs()}
+    described = await admin.describe_topics(list(specs))
+    for topic in described:
+        spec = specs[topic["topic"]]
+        expected = spec.partitions or settings.partitions
+        actual = len(topic.get("partitions") or [])
+        if spec.partitions is None and actual != expected:
+            raise TopicMismatch(
+                f"topic {spec.name!r} has {actual} partitions but the engine needs {expected} "
+                "(TRIGGERS_PARTITIONS): topics keyed by customer id must be co-partitioned"
+            )

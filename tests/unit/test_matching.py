@@ -1,0 +1,161 @@
+"""The definition index (which triggers an event can match, in which order) and filter checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.domain.definitions import CompiledTrigger, compile_definition
+from app.domain.matching import DefinitionIndex, passes_filters
+from app.domain.models import Source
+
+
+def trigger(trigger_id: str, event_type: str = "transaction", source: str = "streaming",
+            priority: int = 50, enabled: bool = True, **extra: Any) -> CompiledTrigger:
+    return compile_definition({
+        "id": trigger_id, "source": source, "eventType": event_type, "priority": priority,
+        "enabled": enabled, "action": {"type": "enroll_journey", "journeyId": "j"}, **extra,
+    })
+
+
+def index_of(*triggers: CompiledTrigger) -> DefinitionIndex:
+    index = DefinitionIndex()
+    for t in triggers:
+        index.put(t)
+    return index
+
+
+def ids(index: DefinitionIndex, source: Source = Source.STREAMING, event_type: str = "transaction"):
+    return [t.id for t in index.candidates(source, event_type)]
+
+
+@pytest.mark.parametrize(
+    ("triggers", "expected"),
+    [
+        ([trigger("a")], ["a"]),
+        ([trigger("a", priority=10), trigger("b", priority=90)], ["b", "a"]),
+        ([trigger("b"), trigger("a"), trigger("c")], ["a", "b", "c"]),
+        ([trigger("z", priority=60), trigger("b"), trigger("a"), trigger("y", priority=60)],
+         ["y", "z", "a", "b"]),
+        ([trigger("a", event_type="*", priority=10), trigger("b", priority=20)], ["b", "a"]),
+        ([trigger("a", event_type="*", priority=90), trigger("b", priority=20)], ["a", "b"]),
+        ([trigger("b", event_type="*"), trigger("a")], ["a", "b"]),
+        ([trigger("a", event_type="click")], []),
+        ([trigger("a", source="cdc")], []),
+        ([trigger("a", source="cdc", event_type="*")], []),
+        ([trigger("a", enabled=False)], []),
+        ([trigger("a", enabled=False, event_type="*"), trigger("b")], ["b"]),
+    ],
+)
+def test_candidates_by_source_and_type_in_priority_order(triggers, expected):
+    assert ids(index_of(*triggers)) == expected
+
+
+def test_other_types_and_sources_do_not_appear():
+    index = index_of(trigger("t"), trigger("c", event_type="click"), trigger("o", source="outcome"),
+                     trigger("w", source="outcome", event_type="*"))
+    assert ids(index) == ["t"]
+    assert ids(index, event_type="click") == ["c"]
+    assert ids(index, Source.OUTCOME, "transaction") == ["o", "w"]
+    assert ids(index, Source.OUTCOME, "impression") == ["w"]
+    assert ids(index, Source.CDC, "transaction") == []
+
+
+def test_wildcard_event_type_only_matches_wildcard_definitions_once():
+    index = index_of(trigger("w", event_type="*"), trigger("t"))
+    assert ids(index, event_type="*") == ["w"]
+
+
+def test_disabled_definition_is_kept_but_not_a_candidate():
+    index = index_of(trigger("a", enabled=False))
+    assert "a" in index and len(index) == 1
+    assert index.get("a").definition.enabled is False
+    assert ids(index) == []
+
+
+@pytest.mark.parametrize(
+    ("replacement", "old_key", "new_key", "expected_new"),
+    [
+        (trigger("a", priority=99), "transaction", "transaction", ["a", "b"]),
+        (trigger("a", event_type="click"), "transaction", "click", ["a"]),
+        (trigger("a", enabled=False), "transaction", "transaction", ["b"]),
+    ],
+)
+def test_put_replaces(replacement, old_key, new_key, expected_new):
+    index = index_of(trigger("a", priority=10), trigger("b", priority=50))
+    assert ids(index) == ["b", "a"]  # fills the candidate cache before the replacement
+    index.put(replacement)
+    assert len(index) == 2
+    assert index.get("a") is replacement
+    assert ids(index, event_type=new_key) == expected_new
+    if old_key != new_key:
+        assert ids(index, event_type=old_key) == ["b"]
+
+
+def test_re_enabling_makes_a_definition_a_candidate_again():
+    index = index_of(trigger("a", enabled=False))
+    assert ids(index) == []
+    index.put(trigger("a"))
+    assert ids(index) == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("remove", "expected"),
+    [("a", ["b", "w"]), ("b", ["a", "w"]), ("w", ["a", "b"]), ("missing", ["a", "b", "w"])],
+)
+def test_remove(remove, expected):
+    index = index_of(trigger("a", priority=60), trigger("b"), trigger("w", event_type="*", priority=1))
+    assert ids(index) == ["a", "b", "w"]
+    index.remove(remove)
+    assert ids(index) == expected
+    assert remove not in index
+    assert index.get(remove) is None
+
+
+def test_remove_last_of_a_type_then_put_again():
+    index = index_of(trigger("a"))
+    index.remove("a")
+    assert (len(index), ids(index)) == (0, [])
+    index.put(trigger("a"))
+    assert ids(index) == ["a"]
+
+
+def test_all_lists_every_definition_including_disabled():
+    index = index_of(trigger("a"), trigger("b", enabled=False))
+    assert sorted(t.id for t in index.all()) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("filters", "fields", "passes"),
+    [
+        ({}, {}, True),
+        ({}, {"channel": "web"}, True),
+        ({"channel": "web"}, {"channel": "web"}, True),
+        ({"channel": "web"}, {"channel": "app"}, False),
+        ({"channel": "web"}, {"channel": "Web"}, False),
+        ({"channel": "web"}, {}, False),
+        ({"channel": None}, {}, False),
+        ({"channel": None}, {"channel": None}, True),
+        ({"channel": "web", "country": "NO"}, {"channel": "web", "country": "NO"}, True),
+        ({"channel": "web", "country": "NO"}, {"channel": "web", "country": "SE"}, False),
+        ({"channel": "web", "country": "NO"}, {"channel": "web"}, False),
+        ({"channel": ["web", "app"]}, {"channel": "app"}, True),
+        ({"channel": ["web", "app"]}, {"channel": "email"}, False),
+        ({"channel": []}, {"channel": "web"}, False),
+        ({"channel": ["web", None]}, {"channel": None}, True),
+        ({"amount": 10}, {"amount": 10}, True),
+        ({"amount": 10}, {"amount": 10.0}, True),
+        ({"amount": 10}, {"amount": "10"}, False),
+        ({"flag": True}, {"flag": True}, True),
+        ({"flag": True}, {"flag": 1}, False),
+        ({"flag": 1}, {"flag": True}, False),
+        ({"flag": False}, {"flag": 0}, False),
+        ({"flag": 0}, {"flag": False}, False),
+        ({"flag": [1, 2]}, {"flag": True}, False),
+        ({"flag": [True]}, {"flag": 1}, False),
+        ({"flag": [False, 5]}, {"flag": False}, True),
+    ],
+)
+def test_passes_filters(filters, fields, passes):
+    assert passes_filters(filters, fields) is passes
