@@ -117,6 +117,7 @@ def health_report(app: TriggerApp, pipeline: Pipeline) -> dict[str, Any]:
         "triggers are an Enterprise-tier feature; set TRIGGERS_LICENSE_TIER=enterprise",
         "definitionsLoaded": loaded,
         "definitions": len(app.registry.index),
+        "definitionsOffset": app.registry.applied_offset,
         "rejectedDefinitions": sorted(app.registry.rejected),
         "assignedPartitions": assigned,
         "rebalancing": bool(app.rebalancing),

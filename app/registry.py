@@ -32,6 +32,9 @@ class DefinitionRegistry(Service):
         self.index = DefinitionIndex()
         self.rejected: dict[str, list[str]] = {}
         self.loaded = asyncio.Event()
+        # Offset of the last record applied (single-partition topic): lets an operator or a
+        # test see that a definition it published has reached this worker.
+        self.applied_offset = -1
         self._consumer: AIOKafkaConsumer | None = None
 
     async def on_start(self) -> None:
@@ -65,6 +68,7 @@ class DefinitionRegistry(Service):
                 for record in records:
                     key = record.key.decode("utf-8", "replace") if record.key else None
                     self.apply(key, record.value)
+                    self.applied_offset = max(self.applied_offset, record.offset)
             await self._mark_loaded_if_caught_up()
 
     async def _mark_loaded_if_caught_up(self) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from app.domain.expressions import Expression, parse_expression
+from app.domain.intake import load_json
 from app.domain.models import TriggerDefinition, UpdateAttributeAction
 from app.errors import InvalidDefinition, InvalidExpression
 
@@ -38,7 +38,12 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
     try:
         definition = TriggerDefinition.model_validate(data)
     except ValidationError as exc:
-        raise InvalidDefinition(trigger_id, _pydantic_errors(exc)) from None
+        # Report bad expressions too, so one round of fixes is enough.
+        errors = _pydantic_errors(exc)
+        conditions = data.get("conditions")
+        if isinstance(conditions, list) and all(isinstance(c, str) for c in conditions):
+            _parse_all("conditions", conditions, errors)
+        raise InvalidDefinition(trigger_id, errors) from None
     errors: list[str] = []
     if key is not None and key != definition.id:
         errors.append(f"id {definition.id!r} does not match the message key {key!r}")
@@ -56,7 +61,7 @@ def _as_object(value: bytes | str | dict[str, Any], key: str | None) -> dict[str
     if isinstance(value, dict):
         return value
     try:
-        data = json.loads(value)
+        data = load_json(value)
     except (ValueError, RecursionError) as exc:
         raise InvalidDefinition(key, [f"not valid JSON: {exc}"]) from None
     if not isinstance(data, dict):

@@ -42,11 +42,13 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate every candidate trigger for `event`, highest priority first (ties by id)."""
     result = Evaluation()
-    candidates = [t for t in index.candidates(event.source, event.type)
-                  if passes_filters(t.definition.filters, event.fields)]
+    candidates = index.candidates(event.source, event.type)
     if not candidates:
         return result
     event_json = event.as_json()
+    candidates = tuple(t for t in candidates if passes_filters(t.definition.filters, event_json))
+    if not candidates:
+        return result
     scope = Scope(event=event_json, customer=customer, now=now)
     at = effective_time(event.timestamp, now)
     for trigger in candidates:

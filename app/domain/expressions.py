@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from simpleeval import DEFAULT_OPERATORS, SimpleEval
+from simpleeval import DEFAULT_OPERATORS, EvalWithCompoundTypes
 
 from app.errors import ExpressionFailed, InvalidExpression
 
@@ -54,6 +54,13 @@ def _safe_mult(left: Any, right: Any) -> Any:
     return operator.mul(left, right)
 
 
+def _safe_mod(left: Any, right: Any) -> Any:
+    # "%0999999999d" % 1 would build a gigabyte string: no printf-style formatting.
+    if isinstance(left, str | bytes):
+        raise TypeError("string formatting with % is not allowed")
+    return operator.mod(left, right)
+
+
 def _safe_add(left: Any, right: Any) -> Any:
     if _sized(left) + _sized(right) > MAX_SEQUENCE_LENGTH:
         raise ArithmeticError("concatenation would be too long")
@@ -65,6 +72,7 @@ OPERATORS: dict[type, Callable[..., Any]] = {
     ast.Pow: _safe_pow,
     ast.Mult: _safe_mult,
     ast.Add: _safe_add,
+    ast.Mod: _safe_mod,
 }
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -135,6 +143,18 @@ class Record:
         return f"{self._name}{dict(self._data)!r}"
 
 
+class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
+    """simpleeval, except that any field of an event or customer reads as an attribute:
+    its blocklist (`format`, `mro`, ...) guards Python objects, and a Record holds only data."""
+
+    def _eval_attribute(self, node: ast.Attribute) -> Any:
+        if not node.attr.startswith("_"):
+            target = self._eval(node.value)
+            if isinstance(target, Record):
+                return target[node.attr]
+        return super()._eval_attribute(node)
+
+
 @dataclass(frozen=True)
 class Scope:
     """The names one evaluation sees; built once per event and shared by its expressions."""
@@ -142,7 +162,7 @@ class Scope:
     event: Mapping[str, Any]
     customer: Mapping[str, Any] | None
     now: datetime
-    _evaluator: SimpleEval = field(init=False, repr=False, compare=False)
+    _evaluator: _Evaluator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = {
@@ -150,7 +170,7 @@ class Scope:
             "customer": Record(self.customer or {}, "customer", missing_is_none=True),
             "now": self.now,
         }
-        evaluator = SimpleEval(operators=OPERATORS, functions=FUNCTIONS, names=names)
+        evaluator = _Evaluator(operators=OPERATORS, functions=FUNCTIONS, names=names)
         object.__setattr__(self, "_evaluator", evaluator)
 
 

@@ -58,9 +58,7 @@ def parse_cdc_event(raw: bytes | None, fallback_id: str, arrival: datetime,
     customer = row.get(customer_column)
     if isinstance(customer, bool) or not isinstance(customer, str | int) or customer == "":
         raise MalformedEvent(f"CDC row has no customer id in column {customer_column!r}")
-    ts_ms = data.get("ts_ms")
-    timestamp = (datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
-                 if isinstance(ts_ms, int | float) and not isinstance(ts_ms, bool) else arrival)
+    timestamp = _epoch_millis(data.get("ts_ms"), arrival)
     fields = {k: v for k, v in row.items() if k not in RESERVED}
     fields.update({"table": table, "op": operation, "before": before, "after": after})
     return Event(
@@ -73,11 +71,30 @@ def parse_cdc_event(raw: bytes | None, fallback_id: str, arrival: datetime,
     )
 
 
+def _epoch_millis(value: Any, default: datetime) -> datetime:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default  # Debezium always sets it; other CDC tools may not
+    try:
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise MalformedEvent(f"CDC field 'ts_ms' is out of range: {value!r}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; echoing them into commands would emit invalid JSON.
+    raise ValueError(f"{name} is not a valid JSON value")
+
+
+def load_json(raw: bytes | str) -> Any:
+    """Strict JSON: no NaN or Infinity."""
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
 def _json_object(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         raise MalformedEvent("empty message (null value)")
     try:
-        data = json.loads(raw)
+        data = load_json(raw)
     except (ValueError, RecursionError) as exc:
         raise MalformedEvent(f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -98,8 +115,10 @@ def _optional_text(data: dict[str, Any], name: str) -> str | None:
     value = data.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
-        raise MalformedEvent(f"field {name!r} must be a string of at most {MAX_ID_LENGTH} characters")
+    if not isinstance(value, str):
+        raise MalformedEvent(f"field {name!r} must be a string, not {type(value).__name__}")
+    if len(value) > MAX_ID_LENGTH:
+        raise MalformedEvent(f"field {name!r} is longer than {MAX_ID_LENGTH} characters")
     return value
 
 

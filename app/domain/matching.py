@@ -21,6 +21,8 @@ class DefinitionIndex:
     def __init__(self) -> None:
         self._by_id: dict[str, CompiledTrigger] = {}
         self._groups: dict[tuple[str, str], list[CompiledTrigger]] = {}
+        # Merged exact+wildcard lists, only for types some definition names, so events of
+        # arbitrary unknown types cannot grow it.
         self._candidates: dict[tuple[str, str], tuple[CompiledTrigger, ...]] = {}
 
     def __len__(self) -> int:
@@ -60,10 +62,12 @@ class DefinitionIndex:
     def candidates(self, source: Source, event_type: str) -> tuple[CompiledTrigger, ...]:
         """Enabled definitions for this exact type or the source's wildcard, in priority order."""
         key = (source.value, event_type)
+        if key not in self._groups:
+            key = (source.value, WILDCARD)
         cached = self._candidates.get(key)
         if cached is None:
             exact = self._groups.get(key, [])
-            wildcard = self._groups.get((source.value, WILDCARD), []) if event_type != WILDCARD else []
+            wildcard = self._groups.get((source.value, WILDCARD), []) if key[1] != WILDCARD else []
             cached = tuple(sorted([*exact, *wildcard], key=lambda t: t.sort_key))
             self._candidates[key] = cached
         return cached

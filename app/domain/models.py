@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+MAX_COOLDOWN_MINUTES = 10 * 366 * 24 * 60
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _SHORTHAND_CRON = {"daily": "0 0 * * *", "weekly": "0 0 * * 1"}
 
@@ -112,14 +113,16 @@ class TriggerDefinition(Contract):
 
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""
-    enabled: bool = True
+    enabled: bool = Field(default=True, strict=True)
     source: Source
     event_type: str = Field(alias="eventType", min_length=1)
     filters: dict[str, FilterValue | list[FilterValue]] = Field(default_factory=dict)
     conditions: list[str] = Field(default_factory=list)
     action: Action
-    cooldown_minutes: float = Field(default=0, alias="cooldownMinutes", ge=0)
-    priority: int = Field(default=50, ge=1, le=100)
+    # At most ten years: beyond that datetime arithmetic overflows.
+    cooldown_minutes: float = Field(default=0, alias="cooldownMinutes", ge=0, le=MAX_COOLDOWN_MINUTES,
+                                    allow_inf_nan=False, strict=True)
+    priority: int = Field(default=50, ge=1, le=100, strict=True)
     schedule: Schedule | None = None
 
     @field_validator("schedule", mode="before")

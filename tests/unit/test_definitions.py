@@ -1,4 +1,4 @@
-"""Compiling trigger definitions: the contract's shape, its defaults, and whole-definition rejection."""
+"""Compiling trigger definitions: the contract's shape, defaults, and whole-definition rejection."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def test_contract_example_compiles(value):
     trigger = compile_definition(value, key="high-value-transaction")
     assert isinstance(trigger, CompiledTrigger)
     d = trigger.definition
-    assert (trigger.id, d.source, d.event_type) == ("high-value-transaction", Source.STREAMING, "transaction")
+    assert trigger.id == "high-value-transaction"
+    assert (d.source, d.event_type) == (Source.STREAMING, "transaction")
     assert d.filters == {"channel": "web"}
     assert [c.text for c in trigger.conditions] == CONTRACT_EXAMPLE["conditions"]
     assert isinstance(d.action, WebhookAction)
@@ -126,7 +127,8 @@ def test_priority_bounds_are_inclusive(priority):
         ({"action": {"type": "sms"}}, "action"),
         ({"action": {"type": "enroll_journey"}}, "journeyId"),
         ({"action": {"type": "enroll_journey", "journeyId": ""}}, "journeyId"),
-        ({"action": {"type": "enroll_journey", "journeyId": "j", "deduplication": "twice"}}, "deduplication"),
+        ({"action": {"type": "enroll_journey", "journeyId": "j", "deduplication": "twice"}},
+         "deduplication"),
         ({"action": {"type": "fire_recommend"}}, "decisionFlowId"),
         ({"action": {"type": "webhook"}}, "url"),
         ({"action": {"type": "webhook", "url": "ftp://example.test"}}, "url"),

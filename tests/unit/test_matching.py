@@ -105,7 +105,8 @@ def test_re_enabling_makes_a_definition_a_candidate_again():
     [("a", ["b", "w"]), ("b", ["a", "w"]), ("w", ["a", "b"]), ("missing", ["a", "b", "w"])],
 )
 def test_remove(remove, expected):
-    index = index_of(trigger("a", priority=60), trigger("b"), trigger("w", event_type="*", priority=1))
+    index = index_of(trigger("a", priority=60), trigger("b"),
+                     trigger("w", event_type="*", priority=1))
     assert ids(index) == ["a", "b", "w"]
     index.remove(remove)
     assert ids(index) == expected

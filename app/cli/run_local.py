@@ -1,0 +1,45 @@
+"""`make run`: the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), the example config, a worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from app.cli.devbroker import EmbeddedBroker, port_open
+
+EMBEDDED_PORT = 9092
+
+
+def main() -> int:
+    env = dict(os.environ)
+    broker: EmbeddedBroker | None = None
+    if "KAFKA_BOOTSTRAP_SERVERS" not in env:
+        if port_open("127.0.0.1", EMBEDDED_PORT):
+            print(f"something already listens on localhost:{EMBEDDED_PORT}; using it as the broker")
+        else:
+            Path(".run").mkdir(exist_ok=True)
+            broker = EmbeddedBroker(EMBEDDED_PORT, log_path=Path(".run/broker.log")).start()
+            print(f"started the embedded broker on {broker.bootstrap} (memory only; log .run/broker.log)")
+            # A fresh broker has none of the offsets local state was built from: start clean.
+            data_dir = Path(env.get("TRIGGERS_DATA_DIR", "./data"))
+            shutil.rmtree(data_dir, ignore_errors=True)
+        env["KAFKA_BOOTSTRAP_SERVERS"] = f"localhost:{EMBEDDED_PORT}"
+    faust = [sys.executable, "-m", "faust", "-A", "app.main"]
+    try:
+        applied = subprocess.run([*faust, "triggers", "apply", "triggers_config"], env=env)  # noqa: S603
+        if applied.returncode != 0:
+            return applied.returncode
+        print("starting a worker; Ctrl-C stops it" + (" and the broker" if broker else ""))
+        return subprocess.run([*faust, "worker", "-l", "info"], env=env).returncode  # noqa: S603
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if broker:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
