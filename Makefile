@@ -1,0 +1,50 @@
+# The trigger engine. `make help` lists the targets.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: help install run broker worker apply test unit integration lint typecheck clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install the engine with its dev tools
+
+run: $(STAMP) ## Embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set) + example config + a worker
+	$(BIN)/python -m app.cli.run_local
+
+broker: $(STAMP) ## Only the embedded broker, on localhost:9092
+	$(BIN)/python -m app.cli.devbroker --port 9092
+
+worker: $(STAMP) ## Only a worker, against KAFKA_BOOTSTRAP_SERVERS
+	$(BIN)/faust -A app.main worker -l info
+
+apply: $(STAMP) ## Validate and publish triggers_config/
+	$(BIN)/faust -A app.main triggers apply triggers_config
+
+test: $(STAMP) ## The whole suite: unit tests and integration tests on a real broker
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP) ## Only the unit tests (no broker)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP) ## Only the integration tests
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check app tests
+
+typecheck: $(STAMP) ## mypy (strict) on app/
+	$(BIN)/mypy app
+
+clean: ## Remove the virtualenv, local state and caches
+	rm -rf $(VENV) data .run .pytest_cache .mypy_cache .ruff_cache *.egg-info
