@@ -11,7 +11,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default (Java and aiokafka) partitioner gives a string key."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -48,7 +48,7 @@ class Pipeline:
     """
 
     def __init__(self, app: AppT, settings: Settings, topics: Topics,
-                 registry: DefinitionRegistry, customers: TableT, cooldowns: TableT,
+                 registry: DefinitionRegistry, customers: TableT[str, Any], cooldowns: TableT[str, Any],
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
         self.names = topics
@@ -87,7 +87,7 @@ class Pipeline:
             self.counters["rerouted"] += 1
 
     async def on_rerouted_message(self, message: Message) -> None:
-        data = json.loads(message.value)
+        data = json.loads(message.value or b"null")
         if data["kind"] == "row":
             await self._process(RowLoad(**data["row"]))
         else:

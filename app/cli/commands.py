@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faust.cli import AppCommand, argument, option
 
 from app.cli.config_files import ConfigBundle, read_config
@@ -15,6 +15,7 @@ from app.main import app
 from app.topics import ensure_topics
 
 EXIT_INVALID = 1
+EXIT_USAGE = 2
 
 
 @app.command(
@@ -25,7 +26,8 @@ EXIT_INVALID = 1
 async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dry_run: bool) -> None:
     """Manage trigger definitions: `apply PATH...` or `validate PATH...`."""
     if subcommand not in {"apply", "validate"}:
-        self.die(f"unknown subcommand {subcommand!r}: use apply or validate")
+        print(f"unknown subcommand {subcommand!r}: use apply or validate", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     bundle = read_config([Path(p) for p in paths or ("triggers_config",)])
     if bundle.errors:
         for error in bundle.errors:
@@ -48,7 +50,7 @@ async def publish(bundle: ConfigBundle) -> None:
         for _where, item in bundle.triggers:
             await producer.send(app.names.definitions, key=item["id"].encode(), value=_json(item))
         for row in bundle.rows:
-            value = {"table": row.table, "customerId": row.customer_id}
+            value: dict[str, Any] = {"table": row.table, "customerId": row.customer_id}
             value |= {"attributes": row.attributes} if row.attributes is not None else {"delete": True}
             await producer.send(app.names.rows, key=row.customer_id.encode(), value=_json(value))
         await producer.flush()
@@ -58,3 +60,55 @@ async def publish(bundle: ConfigBundle) -> None:
 
 def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+@app.command(
+    argument("event_json", type=str),
+    option("--topic", default=None, help="Topic to send to (default: events.streaming)."),
+)
+async def send_event(self: AppCommand, event_json: str, topic: str | None) -> None:
+    """Publish one event (a JSON object with type and customerId), keyed by its customer id."""
+    try:
+        event = json.loads(event_json)
+        key = str(event["customerId"])
+    except (ValueError, KeyError, TypeError):
+        print('expected a JSON object with "customerId", e.g. '
+              '\'{"type": "transaction", "customerId": "c-42", "amount": 1500}\'', file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    producer = AIOKafkaProducer(bootstrap_servers=app.settings.bootstrap_list, acks="all")
+    await producer.start()
+    try:
+        target = topic or app.names.streaming
+        metadata = await producer.send_and_wait(target, key=key.encode(), value=_json(event))
+        print(f"sent to {target} partition {metadata.partition} offset {metadata.offset}")
+    finally:
+        await producer.stop()
+
+
+@app.command(
+    argument("topic", type=str),
+    option("--from-beginning", is_flag=True, default=False, help="Start at the oldest record."),
+    option("--max-records", type=int, default=0, help="Stop after this many (0: never)."),
+)
+async def tail(self: AppCommand, topic: str, from_beginning: bool, max_records: int) -> None:
+    """Print a topic's records as JSON lines: {"key", "value", "partition", "offset"}."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=app.settings.bootstrap_list, group_id=None,
+                                auto_offset_reset="earliest" if from_beginning else "latest",
+                                fetch_max_wait_ms=100)
+    await consumer.start()
+    seen = 0
+    try:
+        async for record in consumer:
+            value = record.value.decode("utf-8", "replace") if record.value is not None else None
+            try:
+                parsed = json.loads(value) if value is not None else None
+            except ValueError:
+                parsed = value
+            print(json.dumps({"key": record.key.decode("utf-8", "replace") if record.key else None,
+                              "value": parsed, "partition": record.partition,
+                              "offset": record.offset}), flush=True)
+            seen += 1
+            if max_records and seen >= max_records:
+                break
+    finally:
+        await consumer.stop()

@@ -39,11 +39,11 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
         definition = TriggerDefinition.model_validate(data)
     except ValidationError as exc:
         # Report bad expressions too, so one round of fixes is enough.
-        errors = _pydantic_errors(exc)
+        problems = _pydantic_errors(exc)
         conditions = data.get("conditions")
         if isinstance(conditions, list) and all(isinstance(c, str) for c in conditions):
-            _parse_all("conditions", conditions, errors)
-        raise InvalidDefinition(trigger_id, errors) from None
+            _parse_all("conditions", conditions, problems)
+        raise InvalidDefinition(trigger_id, problems) from None
     errors: list[str] = []
     if key is not None and key != definition.id:
         errors.append(f"id {definition.id!r} does not match the message key {key!r}")
