@@ -145,7 +145,7 @@ class Pipeline:
         await self._send(self.names.action(command.action_type), command.customer_id, value)
         await self._send(self.names.firings, command.customer_id, value)
         self.counters["firings"] += 1
-        log.info("trigger fired", extra={"triggerId": command.trigger_id,
+        log.debug("trigger fired", extra={"triggerId": command.trigger_id,
                                          "customerId": command.customer_id,
                                          "firingId": command.firing_id,
                                          "action": command.action_type})
