@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from app.domain.decisions import CompiledDecisionFlow, DecisionFlowDefinition, compile_flow
 from app.domain.expressions import Expression, parse_expression
 from app.domain.intake import load_json
-from app.domain.models import TriggerDefinition, UpdateAttributeAction
+from app.domain.journeys import JourneyDefinition
+from app.domain.models import TriggerDefinition, UpdateAttributeAction, WebhookAction
+from app.domain.schema import SchemaTable
+from app.domain.webhooks import template_errors
 from app.errors import InvalidDefinition, InvalidExpression
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
     if isinstance(definition.action, UpdateAttributeAction):
         parsed = _parse_all("action.attributes", list(definition.action.attributes.values()), errors)
         attributes = dict(zip(definition.action.attributes, parsed, strict=False))
+    if isinstance(definition.action, WebhookAction) and definition.action.payload is not None:
+        errors.extend(f"action.payload: {error}" for error in template_errors(definition.action.payload))
     if errors:
         raise InvalidDefinition(definition.id, errors)
     return CompiledTrigger(definition, tuple(conditions), attributes)
@@ -85,3 +93,33 @@ def _pydantic_errors(exc: ValidationError) -> list[str]:
         location = ".".join(str(part) for part in error["loc"]) or "definition"
         messages.append(f"{location}: {error['msg']}")
     return messages
+
+
+def compile_journey(value: bytes | str | dict[str, Any], key: str | None = None) -> JourneyDefinition:
+    return _validated(JourneyDefinition, value, key)
+
+
+def compile_decision_flow(value: bytes | str | dict[str, Any], key: str | None = None
+                          ) -> CompiledDecisionFlow:
+    flow = _validated(DecisionFlowDefinition, value, key)
+    try:
+        return compile_flow(flow)
+    except InvalidExpression as exc:
+        raise InvalidDefinition(flow.id, [str(exc)]) from None
+
+
+def compile_schema_table(value: bytes | str | dict[str, Any], key: str | None = None) -> SchemaTable:
+    return _validated(SchemaTable, value, key, id_field="name")
+
+
+def _validated(model: type[M], value: bytes | str | dict[str, Any], key: str | None,
+               id_field: str = "id") -> M:
+    data = _as_object(value, key)
+    item_id = data.get(id_field) if isinstance(data.get(id_field), str) else key
+    try:
+        item = model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidDefinition(item_id, _pydantic_errors(exc)) from None
+    if key is not None and key != getattr(item, id_field):
+        raise InvalidDefinition(item_id, [f"{id_field} {item_id!r} does not match the message key {key!r}"])
+    return item

@@ -162,6 +162,8 @@ class Scope:
     event: Mapping[str, Any]
     customer: Mapping[str, Any] | None
     now: datetime
+    # Further read-only objects, e.g. `trigger` and `firing` in webhook payload templates.
+    extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     _evaluator: _Evaluator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -169,6 +171,7 @@ class Scope:
             "event": Record(self.event, "event", missing_is_none=False),
             "customer": Record(self.customer or {}, "customer", missing_is_none=True),
             "now": self.now,
+            **{name: Record(value, name, missing_is_none=False) for name, value in self.extra.items()},
         }
         evaluator = _Evaluator(operators=OPERATORS, functions=FUNCTIONS, names=names)
         object.__setattr__(self, "_evaluator", evaluator)
@@ -188,7 +191,7 @@ class Expression:
             raise ExpressionFailed(f"{self.text!r}: {type(exc).__name__}: {exc}") from exc
 
 
-def parse_expression(text: str) -> Expression:
+def parse_expression(text: str, names: frozenset[str] = SCOPE_NAMES) -> Expression:
     """Parse and sandbox-check `text`, raising InvalidExpression with the reason."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidExpression(str(text), "empty expression")
@@ -198,19 +201,19 @@ def parse_expression(text: str) -> Expression:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise InvalidExpression(text, f"syntax error: {exc.msg}") from None
-    _check_tree(text, tree)
+    _check_tree(text, tree, names)
     return Expression(text=text, _tree=tree.body)
 
 
-def _check_tree(text: str, tree: ast.Expression) -> None:
+def _check_tree(text: str, tree: ast.Expression, names: frozenset[str]) -> None:
     nodes = list(ast.walk(tree))
     if len(nodes) > MAX_AST_NODES:
         raise InvalidExpression(text, f"more than {MAX_AST_NODES} syntax nodes")
     for node in nodes:
         if not isinstance(node, _ALLOWED_NODES):
             raise InvalidExpression(text, f"{type(node).__name__} is not allowed")
-        if isinstance(node, ast.Name) and node.id not in SCOPE_NAMES | FUNCTIONS.keys():
-            allowed = ", ".join(sorted(SCOPE_NAMES))
+        if isinstance(node, ast.Name) and node.id not in names | FUNCTIONS.keys():
+            allowed = ", ".join(sorted(names))
             raise InvalidExpression(text, f"unknown name {node.id!r} (use {allowed})")
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             raise InvalidExpression(text, f"attribute {node.attr!r} is not allowed")

@@ -1,0 +1,83 @@
+"""Decision flows: eligible offers ranked by score, ties by id, at most maxOffers."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.domain.expressions import Expression, Scope, parse_expression
+from app.domain.models import ID_PATTERN, Contract
+from app.errors import ExpressionFailed, InvalidExpression
+
+_DECISION_NAMESPACE = uuid.UUID("3d1f5b8e-2a47-4c6b-b0e9-7a4c2f1d8e65")
+
+
+class Offer(BaseModel):
+    """An offer; fields other than id/conditions/score are passed through to the result."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str = Field(min_length=1)
+    conditions: list[str] = Field(default_factory=list)
+    score: str = "0"
+
+
+class DecisionFlowDefinition(Contract):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    max_offers: int = Field(default=1, alias="maxOffers", ge=1, le=100, strict=True)
+    offers: list[Offer] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class CompiledOffer:
+    offer: Offer
+    conditions: tuple[Expression, ...]
+    score: Expression
+
+
+@dataclass(frozen=True)
+class CompiledDecisionFlow:
+    definition: DecisionFlowDefinition
+    offers: tuple[CompiledOffer, ...]
+
+    @property
+    def id(self) -> str:
+        return self.definition.id
+
+
+def compile_flow(definition: DecisionFlowDefinition) -> CompiledDecisionFlow:
+    """Parse every offer's expressions; InvalidExpression names the offer."""
+    offers = []
+    for offer in definition.offers:
+        try:
+            offers.append(CompiledOffer(offer, tuple(parse_expression(c) for c in offer.conditions),
+                                        parse_expression(offer.score)))
+        except InvalidExpression as exc:
+            raise InvalidExpression(exc.expression, f"offer {offer.id!r}: {exc.reason}") from None
+    return CompiledDecisionFlow(definition, tuple(offers))
+
+
+def decision_id(firing_id: str) -> str:
+    return str(uuid.uuid5(_DECISION_NAMESPACE, firing_id))
+
+
+def decide(flow: CompiledDecisionFlow, scope: Scope) -> tuple[list[dict[str, Any]], list[str]]:
+    """The ranked offers and the errors met (an offer whose expression fails is ineligible)."""
+    scored: list[tuple[float, str, dict[str, Any]]] = []
+    errors: list[str] = []
+    for compiled in flow.offers:
+        try:
+            if not all(condition.evaluate(scope) for condition in compiled.conditions):
+                continue
+            score = float(compiled.score.evaluate(scope))
+        except (ExpressionFailed, TypeError, ValueError) as exc:
+            errors.append(f"offer {compiled.offer.id!r}: {exc}")
+            continue
+        extra = compiled.offer.model_extra or {}
+        scored.append((score, compiled.offer.id, {**extra, "id": compiled.offer.id, "score": score}))
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    return [offer for _, _, offer in scored[: flow.definition.max_offers]], errors

@@ -1,0 +1,165 @@
+"""Webhook delivery rules: payload templates, signatures, retry decisions, refused addresses."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import random
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from app.domain.expressions import SCOPE_NAMES, Expression, Scope, parse_expression
+from app.errors import InvalidExpression
+
+TEMPLATE_NAMES = SCOPE_NAMES | {"trigger", "firing"}
+_PLACEHOLDER = re.compile(r"\{\{(.+?)\}\}")
+
+# --- payload templates ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Template:
+    """A JSON payload whose strings may hold `{{ expression }}` placeholders. A string that is
+    one placeholder and nothing else takes the expression's value with its JSON type."""
+
+    source: Any
+    expressions: dict[str, Expression]
+
+    def render(self, scope: Scope) -> Any:
+        return self._render(self.source, scope)
+
+    def _render(self, node: Any, scope: Scope) -> Any:
+        if isinstance(node, dict):
+            return {key: self._render(value, scope) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self._render(value, scope) for value in node]
+        if not isinstance(node, str):
+            return node
+        whole = _PLACEHOLDER.fullmatch(node.strip())
+        if whole:
+            return _plain(self.expressions[whole.group(1).strip()].evaluate(scope))
+        return _PLACEHOLDER.sub(
+            lambda m: str(_plain(self.expressions[m.group(1).strip()].evaluate(scope))), node)
+
+
+def compile_template(source: Any) -> Template:
+    """Parse every placeholder once; InvalidExpression for the first bad one."""
+    expressions: dict[str, Expression] = {}
+    for text in _placeholders(source):
+        expressions[text] = parse_expression(text, TEMPLATE_NAMES)
+    return Template(source, expressions)
+
+
+def template_errors(source: Any) -> list[str]:
+    errors = []
+    for text in _placeholders(source):
+        try:
+            parse_expression(text, TEMPLATE_NAMES)
+        except InvalidExpression as exc:
+            errors.append(str(exc))
+    return errors
+
+
+def _placeholders(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [p for value in node.values() for p in _placeholders(value)]
+    if isinstance(node, list):
+        return [p for value in node for p in _placeholders(value)]
+    if isinstance(node, str):
+        return [m.group(1).strip() for m in _PLACEHOLDER.finditer(node)]
+    return []
+
+
+def _plain(value: Any) -> Any:
+    """Expression results as JSON: Records back to objects, times as ISO 8601."""
+    from app.domain.expressions import Record
+
+    if isinstance(value, Record):
+        return dict(value._data)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+# --- signatures (Standard Webhooks) --------------------------------------------------------
+
+
+def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed by the secret's UTF-8 bytes."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def delivery_headers(firing_id: str, timestamp: int, body: bytes, secret: str | None,
+                     custom: dict[str, str]) -> dict[str, str]:
+    headers = {**custom,
+               "Content-Type": "application/json",
+               "Idempotency-Key": firing_id,
+               "webhook-id": firing_id,
+               "webhook-timestamp": str(timestamp)}
+    if secret:
+        headers["webhook-signature"] = signature(secret, firing_id, timestamp, body)
+    return headers
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    max_retry_after_s: float = 300.0
+
+    def retryable(self, status: int | None) -> bool:
+        """None means the request never got an answer (connection error, timeout)."""
+        return status is None or status in (408, 429) or status >= 500
+
+    def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
+        """Full-jitter exponential backoff before attempt `attempt + 1`; a server's
+        Retry-After (bounded) wins when it asks for longer."""
+        backoff = rng.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
+        if retry_after_s is not None:
+            return max(backoff, min(retry_after_s, self.max_retry_after_s))
+        return backoff
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (moment - now).total_seconds())
+
+
+# --- outbound address safety ---------------------------------------------------------------
+
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+
+
+def refused_address_reason(address: str) -> str | None:
+    """Why an outbound connection to `address` is refused (loopback, private, link-local...)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    checks = (("loopback", ip.is_loopback), ("private", ip.is_private),
+              ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
+              ("unspecified", ip.is_unspecified), ("reserved", ip.is_reserved),
+              ("shared address space", isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED_ADDRESS_SPACE))
+    for name, matched in checks:
+        if matched:
+            return f"{address} is a {name} address"
+    return None
