@@ -13,7 +13,7 @@ from faust.web import Request, Response, View
 from app.agents.pipeline import Pipeline
 from app.kafka import transport_class
 from app.logs import logging_config
-from app.registry import DefinitionRegistry
+from app.registry import Catalogs, DefinitionsReader
 from app.settings import Settings, get_settings
 from app.topics import Topics, ensure_topics
 
@@ -27,7 +27,8 @@ class TriggerApp(faust.App):
         super().__init__(settings.app_id, **kwargs)
         self.settings = settings
         self.names = Topics(settings.topic_prefix)
-        self.registry = DefinitionRegistry(settings, self.names.definitions)
+        self.catalogs = Catalogs(self.names)
+        self.registry = DefinitionsReader(settings, self.catalogs.by_topic)
         self.rebalanced_once = False
 
     def on_rebalance_end(self) -> None:
@@ -65,9 +66,9 @@ def build_app(settings: Settings) -> TriggerApp:
         autodiscover=["app.cli.commands"],
         origin="app.main",
     )
-    customers = app.Table("customers", default=None, partitions=settings.partitions)
+    rows = app.Table("rows", default=None, partitions=settings.partitions)
     cooldowns = app.Table("cooldowns", default=None, partitions=settings.partitions)
-    pipeline = Pipeline(app, settings, app.names, app.registry, customers, cooldowns)
+    pipeline = Pipeline(app, settings, app.names, app.catalogs, rows, cooldowns)
 
     async def until_ready() -> bool:
         if not settings.licensed:
@@ -116,9 +117,12 @@ def health_report(app: TriggerApp, pipeline: Pipeline) -> dict[str, Any]:
         "reason": None if app.settings.licensed else
         "triggers are an Enterprise-tier feature; set TRIGGERS_LICENSE_TIER=enterprise",
         "definitionsLoaded": loaded,
-        "definitions": len(app.registry.index),
-        "definitionsOffset": app.registry.applied_offset,
-        "rejectedDefinitions": sorted(app.registry.rejected),
+        "definitions": len(app.catalogs.triggers.items),
+        "definitionsOffset": app.registry.applied_offsets[app.names.definitions],
+        "rejectedDefinitions": sorted(app.catalogs.triggers.rejected),
+        "catalogs": {catalog.kind: {"count": len(catalog.items), "rejected": sorted(catalog.rejected),
+                                    "offset": app.registry.applied_offsets[topic]}
+                     for topic, catalog in app.catalogs.by_topic.items()},
         "assignedPartitions": assigned,
         "rebalancing": bool(app.rebalancing),
         "recovering": bool(app.in_recovery),

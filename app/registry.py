@@ -1,41 +1,130 @@
-"""Every worker's own copy of the trigger definitions, read from the compacted topic start to end."""
+"""Every worker's own copy of the definitions, read from their compacted topics start to end."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from app.domain.definitions import compile_definition
+from app.domain.decisions import CompiledDecisionFlow
+from app.domain.definitions import (
+    CompiledTrigger,
+    compile_decision_flow,
+    compile_definition,
+    compile_journey,
+    compile_schema_table,
+)
+from app.domain.journeys import JourneyDefinition
 from app.domain.matching import DefinitionIndex
+from app.domain.schema import CUSTOMERS, DEFAULT_CUSTOMERS, SchemaTable
 from app.errors import InvalidDefinition
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-class DefinitionRegistry(Service):
-    """Tails `triggers.definitions` outside any consumer group, so every worker sees every
+
+class Catalog(Generic[T]):
+    """Definitions of one kind by id, as the latest record per id on their topic says.
+
+    An invalid value removes the id's previous version: the compacted topic keeps only the
+    latest value per id, so keeping an older one would make a worker that started before
+    the bad write disagree with one started after it.
+    """
+
+    def __init__(self, kind: str, compile: Callable[[bytes, str], T]) -> None:
+        self.kind = kind
+        self._compile = compile
+        self.items: dict[str, T] = {}
+        self.rejected: dict[str, list[str]] = {}
+
+    def validate(self, value: bytes, key: str) -> T:
+        """The compiled definition, or InvalidDefinition; changes nothing."""
+        return self._compile(value, key)
+
+    def get(self, item_id: str) -> T | None:
+        return self.items.get(item_id)
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self._remove(key)
+            self.rejected.pop(key, None)
+            log.info("definition deleted", extra={"kind": self.kind, "id": key})
+            return
+        try:
+            item = self._compile(value, key)
+        except InvalidDefinition as exc:
+            self._remove(key)
+            self.rejected[key] = exc.errors
+            log.warning("definition rejected", extra={"kind": self.kind, "id": key, "errors": exc.errors})
+            return
+        self._put(key, item)
+        self.rejected.pop(key, None)
+        log.info("definition applied", extra={"kind": self.kind, "id": key})
+
+    def _put(self, key: str, item: T) -> None:
+        self.items[key] = item
+
+    def _remove(self, key: str) -> None:
+        self.items.pop(key, None)
+
+
+class TriggerCatalog(Catalog[CompiledTrigger]):
+    """Triggers, also indexed by (source, eventType) for matching."""
+
+    def __init__(self) -> None:
+        super().__init__("trigger", lambda value, key: compile_definition(value, key=key))
+        self.index = DefinitionIndex()
+
+    def _put(self, key: str, item: CompiledTrigger) -> None:
+        super()._put(key, item)
+        self.index.put(item)
+
+    def _remove(self, key: str) -> None:
+        super()._remove(key)
+        self.index.remove(key)
+
+
+class TableCatalog(Catalog[SchemaTable]):
+    def __init__(self) -> None:
+        super().__init__("schema_table", compile_schema_table)
+
+    def table(self, name: str) -> SchemaTable | None:
+        found = self.items.get(name)
+        return found if found is not None or name != CUSTOMERS else DEFAULT_CUSTOMERS
+
+
+def journey_catalog() -> Catalog[JourneyDefinition]:
+    return Catalog("journey", compile_journey)
+
+
+def decision_flow_catalog() -> Catalog[CompiledDecisionFlow]:
+    return Catalog("decision_flow", compile_decision_flow)
+
+
+class DefinitionsReader(Service):
+    """Tails the definitions topics outside any consumer group, so every worker sees every
     definition whatever partitions it owns (a faust GlobalTable hung with several workers).
 
-    `ready` is set once the topic has been read up to the end offsets seen at start, so
+    `loaded` is set once every topic has been read up to the end offsets seen at start, so
     no event is evaluated against a half-loaded set of definitions.
     """
 
-    def __init__(self, settings: Settings, topic: str, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, catalogs: dict[str, Catalog[Any]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
-        self.topic = topic
-        self.index = DefinitionIndex()
-        self.rejected: dict[str, list[str]] = {}
+        self.catalogs = catalogs
         self.loaded = asyncio.Event()
-        # Offset of the last record applied (single-partition topic): lets an operator or a
-        # test see that a definition it published has reached this worker.
-        self.applied_offset = -1
+        # Offset of the last record applied, per topic: shows that a definition someone
+        # published has reached this worker.
+        self.applied_offsets: dict[str, int] = {topic: -1 for topic in catalogs}
         self._consumer: AIOKafkaConsumer | None = None
+        self._end_offsets: dict[TopicPartition, int] = {}
 
     async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -45,8 +134,8 @@ class DefinitionRegistry(Service):
             fetch_max_wait_ms=max(self.settings.fetch_max_wait_ms, 10),
         )
         await self._consumer.start()
-        partitions = [TopicPartition(self.topic, p)
-                      for p in self._consumer.partitions_for_topic(self.topic) or {0}]
+        partitions = [TopicPartition(topic, p) for topic in self.catalogs
+                      for p in self._consumer.partitions_for_topic(topic) or {0}]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         self._end_offsets = await self._consumer.end_offsets(partitions)
@@ -64,11 +153,14 @@ class DefinitionRegistry(Service):
         await self._mark_loaded_if_caught_up()
         while not self.should_stop:
             batches = await self._consumer.getmany(timeout_ms=500)
-            for records in batches.values():
+            for tp, records in batches.items():
+                catalog = self.catalogs[tp.topic]
                 for record in records:
-                    key = record.key.decode("utf-8", "replace") if record.key else None
-                    self.apply(key, record.value)
-                    self.applied_offset = max(self.applied_offset, record.offset)
+                    if record.key is None:
+                        log.warning("definition without a key ignored", extra={"topic": tp.topic})
+                    else:
+                        catalog.apply(record.key.decode("utf-8", "replace"), record.value)
+                    self.applied_offsets[tp.topic] = max(self.applied_offsets[tp.topic], record.offset)
             await self._mark_loaded_if_caught_up()
 
     async def _mark_loaded_if_caught_up(self) -> None:
@@ -78,29 +170,21 @@ class DefinitionRegistry(Service):
             if await self._consumer.position(tp) < end:
                 return
         self.loaded.set()
-        log.info("definitions loaded", extra={"definitions": len(self.index),
-                                             "rejected": len(self.rejected)})
+        log.info("definitions loaded", extra={
+            catalog.kind: len(catalog.items) for catalog in self.catalogs.values()})
 
-    def apply(self, key: str | None, value: bytes | None) -> None:
-        """Apply one record. An invalid value removes the id's previous version: the
-        compacted topic keeps only the latest value per id, so keeping an older one would
-        make a worker that started before the bad write disagree with one started after."""
-        if key is None:
-            log.warning("definition without a key ignored")
-            return
-        if value is None:
-            self.index.remove(key)
-            self.rejected.pop(key, None)
-            log.info("definition deleted", extra={"triggerId": key})
-            return
-        try:
-            trigger = compile_definition(value, key=key)
-        except InvalidDefinition as exc:
-            self.index.remove(key)
-            self.rejected[key] = exc.errors
-            log.warning("definition rejected", extra={"triggerId": key, "errors": exc.errors})
-            return
-        self.index.put(trigger)
-        self.rejected.pop(key, None)
-        log.info("definition applied", extra={"triggerId": key,
-                                             "enabled": trigger.definition.enabled})
+
+class Catalogs:
+    """All kinds of definitions a worker knows, and the topic each comes from."""
+
+    def __init__(self, topics: Any) -> None:
+        self.triggers = TriggerCatalog()
+        self.journeys = journey_catalog()
+        self.decision_flows = decision_flow_catalog()
+        self.tables = TableCatalog()
+        self.by_topic: dict[str, Catalog[Any]] = {
+            topics.definitions: self.triggers,
+            topics.journey_definitions: self.journeys,
+            topics.decision_flow_definitions: self.decision_flows,
+            topics.table_definitions: self.tables,
+        }

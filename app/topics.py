@@ -81,6 +81,36 @@ class Topics:
         return self._n("triggers.internal.rerouted")
 
     @property
+    def journey_definitions(self) -> str:
+        return self._n("journeys.definitions")
+
+    @property
+    def decision_flow_definitions(self) -> str:
+        return self._n("decisionflows.definitions")
+
+    @property
+    def table_definitions(self) -> str:
+        """Schema tables (typed columns), keyed by table name."""
+        return self._n("schema.tables")
+
+    @property
+    def journey_events(self) -> str:
+        return self._n("journeys.events")
+
+    @property
+    def enrollments(self) -> str:
+        return self._n("journeys.enrollments")
+
+    @property
+    def recommendations(self) -> str:
+        return self._n("recommendations")
+
+    @property
+    def definition_topics(self) -> list[str]:
+        return [self.definitions, self.journey_definitions, self.decision_flow_definitions,
+                self.table_definitions]
+
+    @property
     def actions_deadletter(self) -> str:
         return self._n("actions.deadletter")
 
@@ -94,13 +124,11 @@ class Topics:
             self.streaming, self.cdc, self.outcomes, self.schema, self.deadletter, self.rows,
             self.rerouted, self.firings, self.actions_deadletter,
             *(self.action(t) for t in ACTION_TYPES),
-            self._n("journeys.enrollments"), self._n("journeys.events"), self._n("recommendations"),
+            self.enrollments, self.journey_events, self.recommendations,
         ]
-        definitions = [self.definitions, self._n("decisionflows.definitions"),
-                       self._n("journeys.definitions")]
         return [
             *(TopicSpec(name) for name in keyed_by_customer),
-            *(TopicSpec(name, partitions=1, compacted=True) for name in definitions),
+            *(TopicSpec(name, partitions=1, compacted=True) for name in self.definition_topics),
             TopicSpec(self.errors, partitions=1),
         ]
 

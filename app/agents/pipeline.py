@@ -13,20 +13,24 @@ from typing import Any
 from faust.types import AppT, Message, TableT, TopicT
 
 from app.domain.cooldown import CooldownMark
-from app.domain.definitions import compile_definition
 from app.domain.engine import Evaluation, evaluate
 from app.domain.intake import parse_cdc_event, parse_event
 from app.domain.models import ActionCommand, Event, Source
 from app.domain.rows import RowLoad, merge_row, parse_row_load
+from app.domain.schema import CUSTOMERS, ColumnTypeError, check_row_values
 from app.errors import InvalidDefinition, MalformedEvent
 from app.kafka import partition_for
-from app.registry import DefinitionRegistry
+from app.registry import Catalogs
 from app.settings import Settings
 from app.topics import ACTION_TYPES, Topics
 
 log = logging.getLogger(__name__)
 
-CUSTOMERS_TABLE = "customers"
+
+
+def row_key(table: str, customer_id: str) -> str:
+    """Key in the rows table: every schema table's row for a customer, co-partitioned."""
+    return f"{table}|{customer_id}"
 
 
 def _dumps(value: Any) -> bytes:
@@ -48,12 +52,12 @@ class Pipeline:
     """
 
     def __init__(self, app: AppT, settings: Settings, topics: Topics,
-                 registry: DefinitionRegistry, customers: TableT[str, Any], cooldowns: TableT[str, Any],
+                 catalogs: Catalogs, rows: TableT[str, Any], cooldowns: TableT[str, Any],
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
         self.names = topics
-        self.registry = registry
-        self.customers = customers
+        self.catalogs = catalogs
+        self.rows = rows
         self.cooldowns = cooldowns
         self.clock = clock
         self.counters: Counter[str] = Counter()
@@ -65,7 +69,7 @@ class Pipeline:
                         topics.cdc: Source.CDC, topics.schema: Source.SCHEMA_TABLE}
         self.source_topic = topic(*self.sources, topics.rows)
         self.rerouted_topic = topic(topics.rerouted)
-        self.definitions_topic = topic(topics.definitions)
+        self.definitions_topic = topic(*topics.definition_topics)
         self._out = {name: topic(name) for name in (
             topics.firings, topics.deadletter, topics.errors, topics.schema, topics.rerouted,
             *(topics.action(t) for t in ACTION_TYPES))}
@@ -118,8 +122,8 @@ class Pipeline:
 
     async def _evaluate(self, event: Event) -> None:
         self.counters[f"events.{event.source.value}"] += 1
-        customer = self.customers.get(event.customer_id)
-        result = evaluate(self.registry.index, event, customer,
+        customer = self.customer(event.customer_id)
+        result = evaluate(self.catalogs.triggers.index, event, customer,
                           lambda trigger_id: self._cooldown(trigger_id, event.customer_id),
                           self.clock())
         self._record(event, result)
@@ -127,6 +131,10 @@ class Pipeline:
             self.cooldowns[_cooldown_key(trigger_id, event.customer_id)] = mark.to_json()
         for command in result.firings:
             await self._emit(command)
+
+    def customer(self, customer_id: str) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = self.rows.get(row_key(CUSTOMERS, customer_id))
+        return row
 
     def _cooldown(self, trigger_id: str, customer_id: str) -> CooldownMark | None:
         stored = self.cooldowns.get(_cooldown_key(trigger_id, customer_id))
@@ -153,34 +161,51 @@ class Pipeline:
     # -- schema-table rows --------------------------------------------------------------
 
     async def _load_row(self, load: RowLoad) -> None:
-        if load.table != CUSTOMERS_TABLE:
+        table = self.catalogs.tables.table(load.table)
+        try:
+            if table is None:
+                raise ColumnTypeError(f"unknown schema table {load.table!r}")
+            values = check_row_values(table, load.attributes) if load.attributes is not None else None
+        except ColumnTypeError as exc:
             await self._send(self.names.deadletter, load.customer_id, {
-                "reason": f"unknown schema table {load.table!r}", "load": _row_json(load),
-                "at": self.clock().isoformat()})
+                "reason": str(exc), "load": _row_json(load), "at": self.clock().isoformat()})
             return
-        change = merge_row(load.table, load.customer_id, self.customers.get(load.customer_id),
-                           load.attributes)
+        await self.write_row(load.table, load.customer_id, values)
+
+    async def write_row(self, table: str, customer_id: str, values: dict[str, Any] | None,
+                        depth: int = 0) -> dict[str, Any] | None:
+        """Merge `values` into the row (None deletes it) and publish the change on
+        `events.schema`; returns the change, or None when nothing changed."""
+        key = row_key(table, customer_id)
+        change = merge_row(table, customer_id, self.rows.get(key), values)
         if change is None:
-            return
+            return None
         if change.after is None:
-            self.customers.pop(load.customer_id, None)
+            self.rows.pop(key, None)
         else:
-            self.customers[load.customer_id] = change.after
-        await self._send(self.names.schema, load.customer_id, change.to_json())
+            self.rows[key] = change.after
+        record = {**change.to_json(), "depth": depth}
+        await self._send(self.names.schema, customer_id, record)
+        return record
 
     # -- definitions (errors are reported by exactly one worker: this agent's) ----------
 
     async def on_definition_message(self, message: Message) -> None:
-        if message.value is None:
+        if message.value is None or message.key is None:
             return
-        key = message.key.decode("utf-8", "replace") if message.key else None
+        key = message.key.decode("utf-8", "replace")
+        catalog = self.catalogs.by_topic[message.topic]
         try:
-            compile_definition(message.value, key=key)
+            catalog.validate(message.value, key)
         except InvalidDefinition as exc:
-            trigger_id = exc.trigger_id or key
-            await self._send(self.names.errors, trigger_id, {
-                "triggerId": trigger_id, "error": "; ".join(exc.errors), "errors": exc.errors,
-                "offset": message.offset, "at": self.clock().isoformat()})
+            item_id = exc.trigger_id or key
+            error = {"kind": catalog.kind, "id": item_id, "error": "; ".join(exc.errors),
+                     "errors": exc.errors, "topic": message.topic, "offset": message.offset,
+                     "at": self.clock().isoformat()}
+            if catalog.kind == "trigger":
+                error["triggerId"] = item_id
+            log.warning("invalid definition reported", extra={"kind": catalog.kind, "id": item_id})
+            await self._send(self.names.errors, item_id, error)
 
     # -- output -------------------------------------------------------------------------
 
