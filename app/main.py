@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import faust
+from faust import Stream
 from faust.types import StreamT
 from faust.web import Request, Response, View
 
 from app.agents.pipeline import Pipeline
+from app.agents.sinks import Sinks
+from app.domain.webhooks import RetryPolicy
 from app.kafka import transport_class
 from app.logs import logging_config
 from app.registry import Catalogs, DefinitionsReader
 from app.settings import Settings, get_settings
+from app.sinks.http import HttpDelivery
 from app.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,14 @@ def build_app(settings: Settings) -> TriggerApp:
     rows = app.Table("rows", default=None, partitions=settings.partitions)
     cooldowns = app.Table("cooldowns", default=None, partitions=settings.partitions)
     pipeline = Pipeline(app, settings, app.names, app.catalogs, rows, cooldowns)
+    performed = app.Table("performed", default=None, partitions=settings.partitions)
+    enrollments = app.Table("enrollments", default=None, partitions=settings.partitions)
+    http = HttpDelivery(
+        RetryPolicy(max_attempts=settings.webhook_max_attempts, base_delay_s=settings.webhook_base_delay_s,
+                    max_delay_s=settings.webhook_max_delay_s),
+        timeout_s=settings.webhook_timeout_s, allow_private=settings.allow_private_urls)
+    sinks = Sinks(app, settings, app.names, app.catalogs, pipeline, performed, enrollments, http,
+                  pipeline.clock)
 
     async def until_ready() -> bool:
         if not settings.licensed:
@@ -90,6 +102,42 @@ def build_app(settings: Settings) -> TriggerApp:
         async for event in stream.events():
             await pipeline.on_rerouted_message(event.message)
 
+    # Deliveries over HTTP acknowledge each message themselves when the delivery ends.
+    @app.agent(sinks.topics["webhook"], name="sink-webhook")
+    async def webhook_sink(stream: StreamT[bytes]) -> None:
+        if not await until_ready():
+            await asyncio.Future()
+        async for event in cast(Stream[bytes], stream).noack().events():
+            await sinks.on_webhook(event)
+
+    @app.agent(sinks.topics["fire_recommend"], name="sink-fire-recommend")
+    async def fire_recommend_sink(stream: StreamT[bytes]) -> None:
+        if not await until_ready():
+            await asyncio.Future()
+        async for event in cast(Stream[bytes], stream).noack().events():
+            await sinks.on_fire_recommend(event)
+
+    @app.agent(sinks.topics["enroll_journey"], name="sink-enroll-journey")
+    async def enroll_journey_sink(stream: StreamT[bytes]) -> None:
+        if not await until_ready():
+            await asyncio.Future()
+        async for event in stream.events():
+            await sinks.on_enroll_journey(event.message)
+
+    @app.agent(sinks.journey_events_topic, name="journey-events")
+    async def journey_events(stream: StreamT[bytes]) -> None:
+        if not await until_ready():
+            await asyncio.Future()
+        async for event in stream.events():
+            await sinks.on_journey_event(event.message)
+
+    @app.agent(sinks.topics["update_attribute"], name="sink-update-attribute")
+    async def update_attribute_sink(stream: StreamT[bytes]) -> None:
+        if not await until_ready():
+            await asyncio.Future()
+        async for event in stream.events():
+            await sinks.on_update_attribute(event.message)
+
     @app.agent(pipeline.definitions_topic, name="definition-errors")
     async def definition_errors(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -97,13 +145,13 @@ def build_app(settings: Settings) -> TriggerApp:
 
     @app.page("/health")
     async def health(view: View, request: Request) -> Response:
-        return view.json(health_report(app, pipeline))
+        return view.json(health_report(app, pipeline, sinks))
 
     app.pipeline = pipeline  # type: ignore[attr-defined]
     return app
 
 
-def health_report(app: TriggerApp, pipeline: Pipeline) -> dict[str, Any]:
+def health_report(app: TriggerApp, pipeline: Pipeline, sinks: Sinks) -> dict[str, Any]:
     streaming = app.names.streaming
     assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == streaming)
     loaded = app.registry.loaded.is_set()
@@ -126,7 +174,7 @@ def health_report(app: TriggerApp, pipeline: Pipeline) -> dict[str, Any]:
         "assignedPartitions": assigned,
         "rebalancing": bool(app.rebalancing),
         "recovering": bool(app.in_recovery),
-        "counters": dict(pipeline.counters),
+        "counters": dict(pipeline.counters + sinks.counters),
     }
 
 

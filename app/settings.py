@@ -31,6 +31,16 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=1.0, gt=0, alias="TRIGGERS_HEARTBEAT_INTERVAL_S")
     fetch_max_wait_ms: int = Field(default=10, ge=0, alias="TRIGGERS_FETCH_MAX_WAIT_MS")
     standby_replicas: int = Field(default=0, ge=0, alias="TRIGGERS_STANDBY_REPLICAS")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, alias="TRIGGERS_WEBHOOK_TIMEOUT_S")
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20, alias="TRIGGERS_WEBHOOK_MAX_ATTEMPTS")
+    webhook_base_delay_s: float = Field(default=0.5, ge=0, alias="TRIGGERS_WEBHOOK_BASE_DELAY_S")
+    webhook_max_delay_s: float = Field(default=30.0, ge=0, alias="TRIGGERS_WEBHOOK_MAX_DELAY_S")
+    webhook_per_host_concurrency: int = Field(default=8, ge=1, alias="TRIGGERS_WEBHOOK_PER_HOST_CONCURRENCY")
+    webhook_per_host_backlog: int = Field(default=1000, ge=1, alias="TRIGGERS_WEBHOOK_PER_HOST_BACKLOG")
+    webhook_max_in_flight: int = Field(default=5000, ge=1, alias="TRIGGERS_WEBHOOK_MAX_IN_FLIGHT")
+    dedup_retention_days: float = Field(default=7.0, gt=0, alias="TRIGGERS_DEDUP_RETENTION_DAYS")
+    dedup_max_per_customer: int = Field(default=1000, ge=1, alias="TRIGGERS_DEDUP_MAX_PER_CUSTOMER")
+    max_update_depth: int = Field(default=3, ge=1, alias="TRIGGERS_MAX_UPDATE_DEPTH")
     log_format: str = Field(default="text", pattern="^(text|json)$", alias="TRIGGERS_LOG_FORMAT")
 
     @property

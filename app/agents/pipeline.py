@@ -6,7 +6,7 @@ import base64
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +61,8 @@ class Pipeline:
         self.cooldowns = cooldowns
         self.clock = clock
         self.counters: Counter[str] = Counter()
+        # Other kinds of re-routed work (e.g. journey events), by envelope "kind".
+        self.rerouted_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
 
         def topic(*names: str) -> TopicT:
             return app.topic(*names, key_serializer="raw", value_serializer="raw")
@@ -81,18 +83,20 @@ class Pipeline:
         try:
             work = self._parse(message)
         except MalformedEvent as exc:
-            await self._dead_letter(message, exc.reason)
+            await self.dead_letter(message, exc.reason)
             return
         customer_id = work.customer_id
-        if self._owned_here(message, customer_id):
+        if self.owned_here(message, customer_id):
             await self._process(work)
         else:
-            await self._send(self.names.rerouted, customer_id, _envelope(work))
+            await self.send(self.names.rerouted, customer_id, _envelope(work))
             self.counters["rerouted"] += 1
 
     async def on_rerouted_message(self, message: Message) -> None:
         data = json.loads(message.value or b"null")
-        if data["kind"] == "row":
+        if data["kind"] in self.rerouted_handlers:
+            await self.rerouted_handlers[data["kind"]](data)
+        elif data["kind"] == "row":
             await self._process(RowLoad(**data["row"]))
         else:
             await self._process(Event.model_validate(data["event"]))
@@ -107,7 +111,7 @@ class Pipeline:
                                    self.settings.cdc_customer_column)
         return parse_event(message.value, source, fallback_id, _arrival(message))
 
-    def _owned_here(self, message: Message, customer_id: str) -> bool:
+    def owned_here(self, message: Message, customer_id: str) -> bool:
         key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else message.key
         return key == customer_id and message.partition == partition_for(
             customer_id, self.settings.partitions)
@@ -150,8 +154,8 @@ class Pipeline:
     async def _emit(self, command: ActionCommand) -> None:
         """The action command first, then its record on `triggers.firings`."""
         value = command.to_json()
-        await self._send(self.names.action(command.action_type), command.customer_id, value)
-        await self._send(self.names.firings, command.customer_id, value)
+        await self.send(self.names.action(command.action_type), command.customer_id, value)
+        await self.send(self.names.firings, command.customer_id, value)
         self.counters["firings"] += 1
         log.debug("trigger fired", extra={"triggerId": command.trigger_id,
                                          "customerId": command.customer_id,
@@ -167,13 +171,13 @@ class Pipeline:
                 raise ColumnTypeError(f"unknown schema table {load.table!r}")
             values = check_row_values(table, load.attributes) if load.attributes is not None else None
         except ColumnTypeError as exc:
-            await self._send(self.names.deadletter, load.customer_id, {
+            await self.send(self.names.deadletter, load.customer_id, {
                 "reason": str(exc), "load": _row_json(load), "at": self.clock().isoformat()})
             return
         await self.write_row(load.table, load.customer_id, values)
 
     async def write_row(self, table: str, customer_id: str, values: dict[str, Any] | None,
-                        depth: int = 0) -> dict[str, Any] | None:
+                        depth: int = 0, firing_id: str | None = None) -> dict[str, Any] | None:
         """Merge `values` into the row (None deletes it) and publish the change on
         `events.schema`; returns the change, or None when nothing changed."""
         key = row_key(table, customer_id)
@@ -185,7 +189,9 @@ class Pipeline:
         else:
             self.rows[key] = change.after
         record = {**change.to_json(), "depth": depth}
-        await self._send(self.names.schema, customer_id, record)
+        if firing_id:
+            record["firingId"] = firing_id
+        await self.send(self.names.schema, customer_id, record)
         return record
 
     # -- definitions (errors are reported by exactly one worker: this agent's) ----------
@@ -205,18 +211,18 @@ class Pipeline:
             if catalog.kind == "trigger":
                 error["triggerId"] = item_id
             log.warning("invalid definition reported", extra={"kind": catalog.kind, "id": item_id})
-            await self._send(self.names.errors, item_id, error)
+            await self.send(self.names.errors, item_id, error)
 
     # -- output -------------------------------------------------------------------------
 
-    async def _dead_letter(self, message: Message, reason: str) -> None:
+    async def dead_letter(self, message: Message, reason: str) -> None:
         raw = message.value or b""
         key = message.key.decode("utf-8", "replace") if message.key else None
         self.counters["deadlettered"] += 1
         log.warning("event dead-lettered", extra={"topic": message.topic,
                                                   "partition": message.partition,
                                                   "offset": message.offset, "reason": reason})
-        await self._send(self.names.deadletter, key, {
+        await self.send(self.names.deadletter, key, {
             "reason": reason,
             "topic": message.topic,
             "partition": message.partition,
@@ -227,7 +233,7 @@ class Pipeline:
             "at": self.clock().isoformat(),
         })
 
-    async def _send(self, topic: str, key: str | None, value: Any) -> None:
+    async def send(self, topic: str, key: str | None, value: Any) -> None:
         await self._out[topic].send(
             key=key.encode() if key is not None else None,
             value=value if isinstance(value, bytes) else _dumps(value))

@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faust.cli import AppCommand, argument, option
 
-from app.cli.config_files import ConfigBundle, read_config
+from app.cli.config_files import KINDS, ConfigBundle, read_config
 from app.main import app
 from app.topics import ensure_topics
 
@@ -34,12 +34,22 @@ async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dr
             print(f"error: {error}", file=sys.stderr)
         print(f"{len(bundle.errors)} error(s); nothing published", file=sys.stderr)
         sys.exit(EXIT_INVALID)
-    print(f"valid: {len(bundle.triggers)} trigger(s), {len(bundle.rows)} row(s)")
+    print("valid: " + _summary(bundle))
     if subcommand == "validate" or dry_run:
         return
     await publish(bundle)
-    print(f"published {len(bundle.triggers)} trigger(s) to {app.names.definitions}, "
-          f"{len(bundle.rows)} row(s) to {app.names.rows}")
+    print("published: " + _summary(bundle))
+
+
+def _summary(bundle: ConfigBundle) -> str:
+    counts = [f"{len(items)} {kind}" for kind, items in bundle.definitions.items()]
+    return ", ".join([*counts, f"{len(bundle.rows)} rows"])
+
+
+def _topic_for(kind: str) -> str:
+    return {"triggers": app.names.definitions, "journeys": app.names.journey_definitions,
+            "decisionflows": app.names.decision_flow_definitions,
+            "tables": app.names.table_definitions}[kind]
 
 
 async def publish(bundle: ConfigBundle) -> None:
@@ -47,8 +57,11 @@ async def publish(bundle: ConfigBundle) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=app.settings.bootstrap_list, acks="all")
     await producer.start()
     try:
-        for _where, item in bundle.triggers:
-            await producer.send(app.names.definitions, key=item["id"].encode(), value=_json(item))
+        # Tables, journeys and flows first: triggers that use them then find them defined.
+        for kind in ("tables", "journeys", "decisionflows", "triggers"):
+            id_field = KINDS[kind][1]
+            for _where, item in bundle.definitions[kind]:
+                await producer.send(_topic_for(kind), key=item[id_field].encode(), value=_json(item))
         for row in bundle.rows:
             value: dict[str, Any] = {"table": row.table, "customerId": row.customer_id}
             value |= {"attributes": row.attributes} if row.attributes is not None else {"delete": True}

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.domain.definitions import compile_definition
+from app.domain.definitions import (
+    compile_decision_flow,
+    compile_definition,
+    compile_journey,
+    compile_schema_table,
+)
 from app.domain.rows import RowLoad, parse_row_load
 from app.errors import InvalidDefinition, MalformedEvent
 
-# Folder name inside a config directory -> what its files hold.
+# Folder inside a config directory -> how its JSON files are checked, and their id field.
+KINDS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "triggers": (compile_definition, "id"),
+    "journeys": (compile_journey, "id"),
+    "decisionflows": (compile_decision_flow, "id"),
+    "tables": (compile_schema_table, "name"),
+}
 TRIGGERS_DIR = "triggers"
 ROWS_DIR = "rows"
 
@@ -20,14 +32,20 @@ ROWS_DIR = "rows"
 class ConfigBundle:
     """Everything found under the given paths, ready to publish only if `errors` is empty."""
 
-    triggers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    definitions: dict[str, list[tuple[str, dict[str, Any]]]] = field(
+        default_factory=lambda: {kind: [] for kind in KINDS})
     rows: list[RowLoad] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def triggers(self) -> list[tuple[str, dict[str, Any]]]:
+        return self.definitions["triggers"]
+
 
 def read_config(paths: list[Path]) -> ConfigBundle:
-    """Triggers from `*.json` files (one object or a list) in a `triggers/` folder or named
-    directly; schema-table rows from `*.jsonl` files in a `rows/` folder."""
+    """Definitions from `*.json` files (one object or a list) in the folders `triggers/`,
+    `journeys/`, `decisionflows/` and `tables/` (a file named directly is a trigger);
+    schema-table rows from `*.jsonl` files in `rows/`."""
     bundle = ConfigBundle()
     for path in paths:
         if not path.exists():
@@ -37,20 +55,25 @@ def read_config(paths: list[Path]) -> ConfigBundle:
         elif path.suffix == ".jsonl":
             _read_rows(path, bundle)
         else:
-            _read_triggers(path, bundle)
-    _check_unique_ids(bundle)
+            _read_definitions(path, "triggers", bundle)
+    for kind in KINDS:
+        _check_unique_ids(bundle, kind)
     return bundle
 
 
 def _read_dir(path: Path, bundle: ConfigBundle) -> None:
-    triggers_dir = path / TRIGGERS_DIR if (path / TRIGGERS_DIR).is_dir() else path
-    for file in sorted(triggers_dir.glob("*.json")):
-        _read_triggers(file, bundle)
+    if not any((path / kind).is_dir() for kind in KINDS):
+        for file in sorted(path.glob("*.json")):  # a bare folder of trigger files
+            _read_definitions(file, "triggers", bundle)
+    for kind in KINDS:
+        for file in sorted((path / kind).glob("*.json")):
+            _read_definitions(file, kind, bundle)
     for file in sorted((path / ROWS_DIR).glob("*.jsonl")):
         _read_rows(file, bundle)
 
 
-def _read_triggers(path: Path, bundle: ConfigBundle) -> None:
+def _read_definitions(path: Path, kind: str, bundle: ConfigBundle) -> None:
+    compile_, _id_field = KINDS[kind]
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -63,11 +86,11 @@ def _read_triggers(path: Path, bundle: ConfigBundle) -> None:
             bundle.errors.append(f"{where}: a definition is a JSON object")
             continue
         try:
-            compile_definition(item)
+            compile_(item)
         except InvalidDefinition as exc:
             bundle.errors.extend(f"{where}: {error}" for error in exc.errors)
             continue
-        bundle.triggers.append((where, item))
+        bundle.definitions[kind].append((where, item))
 
 
 def _read_rows(path: Path, bundle: ConfigBundle) -> None:
@@ -85,10 +108,11 @@ def _read_rows(path: Path, bundle: ConfigBundle) -> None:
             bundle.errors.append(f"{path}:{number}: {exc.reason}")
 
 
-def _check_unique_ids(bundle: ConfigBundle) -> None:
+def _check_unique_ids(bundle: ConfigBundle, kind: str) -> None:
+    id_field = KINDS[kind][1]
     seen: dict[str, str] = {}
-    for where, item in bundle.triggers:
-        trigger_id = item["id"]
-        if trigger_id in seen:
-            bundle.errors.append(f"{where}: id {trigger_id!r} is also defined in {seen[trigger_id]}")
-        seen.setdefault(trigger_id, where)
+    for where, item in bundle.definitions[kind]:
+        item_id = item[id_field]
+        if item_id in seen:
+            bundle.errors.append(f"{where}: {id_field} {item_id!r} is also defined in {seen[item_id]}")
+        seen.setdefault(item_id, where)

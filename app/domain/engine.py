@@ -77,10 +77,13 @@ def _conditions_hold(trigger: CompiledTrigger, scope: Scope, result: Evaluation)
 
 
 def action_config(trigger: CompiledTrigger) -> dict[str, Any]:
-    """The action as carried by commands: the definition's action minus its secret."""
-    return trigger.definition.action.model_dump(
-        mode="json", by_alias=True, exclude_none=True, exclude={"secret"}
-    )
+    """The action as carried by commands: the definition's action minus its secret; a
+    signed webhook says `"signed": true` and its sink reads the secret from the definition."""
+    action = trigger.definition.action
+    config = action.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"secret"})
+    if getattr(action, "secret", None) is not None:
+        config["signed"] = True
+    return config
 
 
 def _command(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any],

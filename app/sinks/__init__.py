@@ -1,0 +1,1 @@
+"""Delivery mechanics: outbound HTTP."""

@@ -1,0 +1,133 @@
+"""Outbound HTTP for webhooks and recommendation delivery: address checks, retries, signing."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from app.domain.webhooks import RetryPolicy, delivery_headers, parse_retry_after, refused_address_reason
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    status: int | None
+    error: str | None
+    duration_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"attempt": self.number, "status": self.status, "error": self.error,
+                "durationMs": round(self.duration_ms, 1)}
+
+
+@dataclass
+class DeliveryResult:
+    delivered: bool
+    reason: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class RefusedAddress(Exception):
+    """The URL resolves to an address outbound requests may not reach."""
+
+
+class HttpDelivery:
+    """POSTs one body to one URL until it is accepted, fails for good, or runs out of attempts.
+
+    The host is resolved once per attempt and every address checked; the request then goes to
+    the checked address (Host header and TLS server name kept), so a DNS answer that changes
+    between check and connect cannot redirect it. Redirects are never followed.
+    """
+
+    def __init__(self, policy: RetryPolicy, timeout_s: float, allow_private: bool,
+                 rng: random.Random | None = None,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+        self.policy = policy
+        self.allow_private = allow_private
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.sleep = sleep
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def deliver(self, url: str, body: bytes, firing_id: str, secret: str | None,
+                      headers: dict[str, str]) -> DeliveryResult:
+        result = DeliveryResult(delivered=False)
+        for number in range(1, self.policy.max_attempts + 1):
+            started = time.monotonic()
+            status, error, retry_after = None, None, None
+            try:
+                response = await self._post_once(url, body, firing_id, secret, headers)
+                status = response.status_code
+                retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+            except RefusedAddress as exc:
+                result.attempts.append(Attempt(number, None, str(exc), _ms(started)))
+                result.reason = f"refused: {exc}"
+                return result
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            result.attempts.append(Attempt(number, status, error, _ms(started)))
+            if status is not None and 200 <= status < 300:
+                result.delivered = True
+                return result
+            if not self.policy.retryable(status):
+                result.reason = f"HTTP {status}: not retryable"
+                return result
+            if number < self.policy.max_attempts:
+                await self.sleep(self.policy.delay(number, retry_after, self.rng))
+        last = result.attempts[-1]
+        result.reason = f"gave up after {len(result.attempts)} attempts: " + (
+            f"HTTP {last.status}" if last.status is not None else str(last.error))
+        return result
+
+    async def _post_once(self, url: str, body: bytes, firing_id: str, secret: str | None,
+                         headers: dict[str, str]) -> httpx.Response:
+        target, host_header, server_name = await self._pinned(url)
+        signed = delivery_headers(firing_id, int(time.time()), body, secret, headers)
+        signed["Host"] = host_header
+        extensions = {"sni_hostname": server_name} if server_name else {}
+        return await self.client.post(target, content=body, headers=signed, extensions=extensions)
+
+    async def _pinned(self, url: str) -> tuple[str, str, str | None]:
+        """(URL with the checked IP as host, Host header, TLS server name)."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = [str(info[4][0]) for info in infos]
+        if not addresses:
+            raise RefusedAddress(f"{host} does not resolve")
+        if not self.allow_private:
+            for address in addresses:
+                reason = refused_address_reason(address)
+                if reason:
+                    raise RefusedAddress(f"{host} resolves to {reason} "
+                                         "(set TRIGGERS_ALLOW_PRIVATE_URLS=1 to allow)")
+        ip = addresses[0]
+        ip_text = f"[{ip}]" if isinstance(ipaddress.ip_address(ip.split("%")[0]), ipaddress.IPv6Address) else ip
+        netloc = f"{ip_text}:{parts.port}" if parts.port else ip_text
+        host_header = parts.netloc.rsplit("@", 1)[-1]
+        pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        return pinned, host_header, host if parts.scheme == "https" else None
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000
