@@ -34,7 +34,7 @@ def row_key(table: str, customer_id: str) -> str:
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def _arrival(message: Message) -> datetime:
@@ -66,6 +66,8 @@ class Pipeline:
 
         def topic(*names: str) -> TopicT:
             return app.topic(*names, key_serializer="raw", value_serializer="raw")
+
+        self._topic = topic
 
         self.sources = {topics.streaming: Source.STREAMING, topics.outcomes: Source.OUTCOME,
                         topics.cdc: Source.CDC, topics.schema: Source.SCHEMA_TABLE}
@@ -204,7 +206,7 @@ class Pipeline:
         try:
             catalog.validate(message.value, key)
         except InvalidDefinition as exc:
-            item_id = exc.trigger_id or key
+            item_id = key  # what the worker removed, even if the value names another id
             error = {"kind": catalog.kind, "id": item_id, "error": "; ".join(exc.errors),
                      "errors": exc.errors, "topic": message.topic, "offset": message.offset,
                      "at": self.clock().isoformat()}
@@ -234,6 +236,8 @@ class Pipeline:
         })
 
     async def send(self, topic: str, key: str | None, value: Any) -> None:
+        if topic not in self._out:
+            self._out[topic] = self._topic(topic)
         await self._out[topic].send(
             key=key.encode() if key is not None else None,
             value=value if isinstance(value, bytes) else _dumps(value))

@@ -77,6 +77,10 @@ class Sinks:
 
     # -- shared -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _reason(exc: Exception) -> str:
+        return str(exc) if isinstance(exc, ActionFailed) else f"malformed action: {type(exc).__name__}: {exc}"
+
     def _command(self, message: Message) -> ActionCommand:
         try:
             return ActionCommand.model_validate(load_json(message.value or b"null"))
@@ -131,21 +135,23 @@ class Sinks:
                 event.ack()
                 return
             url, body, secret, headers = self._webhook_request(command)
-        except ActionFailed as exc:
-            await self._dead_letter("webhook", event.message, command, str(exc))
+        except (ActionFailed, KeyError, TypeError, ValueError) as exc:
+            await self._dead_letter("webhook", event.message, command, self._reason(exc))
             event.ack()
             return
         await self._dispatch("webhook", event, command, url, body, secret, headers)
 
     def _webhook_request(self, command: ActionCommand) -> tuple[str, bytes, str | None, dict[str, str]]:
         action = command.action
-        secret = None
-        if action.get("signed"):
+        secret, headers = None, {}
+        if action.get("signed") or action.get("headerNames"):
             trigger = self.catalogs.triggers.get(command.trigger_id)
             configured = trigger.definition.action if trigger else None
-            if not isinstance(configured, WebhookAction) or configured.secret is None:
-                raise ActionFailed("the signing secret is no longer available (trigger deleted or changed)")
-            secret = configured.secret.get_secret_value()
+            if not isinstance(configured, WebhookAction) or (action.get("signed") and configured.secret is None):
+                raise ActionFailed("the trigger's secret or headers are no longer available "
+                                   "(trigger deleted or changed)")
+            secret = configured.secret.get_secret_value() if configured.secret else None
+            headers = dict(configured.headers)
         payload: Any = command.to_json()
         if action.get("payload") is not None:
             trigger_info = {"id": command.trigger_id, "priority": command.priority}
@@ -159,7 +165,7 @@ class Sinks:
             body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise ActionFailed(f"payload is not JSON: {exc}") from None
-        return str(action["url"]), body, secret, dict(action.get("headers") or {})
+        return str(action["url"]), body, secret, headers
 
     async def _dispatch(self, sink: str, event: EventT[Any], command: ActionCommand, url: str,
                         body: bytes, secret: str | None, headers: dict[str, str]) -> None:
@@ -211,8 +217,8 @@ class Sinks:
                 event.ack()
                 return
             recommendation = self._recommend(command)
-        except ActionFailed as exc:
-            await self._dead_letter("fire_recommend", event.message, command, str(exc))
+        except (ActionFailed, KeyError, TypeError, ValueError) as exc:
+            await self._dead_letter("fire_recommend", event.message, command, self._reason(exc))
             event.ack()
             return
         await self.pipeline.send(self.names.recommendations, command.customer_id, recommendation)
@@ -245,8 +251,8 @@ class Sinks:
             if self._done_before("enroll_journey", command):
                 return
             record = self._enroll(command)
-        except ActionFailed as exc:
-            await self._dead_letter("enroll_journey", message, command, str(exc))
+        except (ActionFailed, KeyError, TypeError, ValueError) as exc:
+            await self._dead_letter("enroll_journey", message, command, self._reason(exc))
             return
         await self.pipeline.send(self.names.enrollments, command.customer_id, record)
         self._remember("enroll_journey", command)
@@ -302,8 +308,8 @@ class Sinks:
             if self._done_before("update_attribute", command):
                 return
             table, values, depth = self._attribute_values(command)
-        except ActionFailed as exc:
-            await self._dead_letter("update_attribute", message, command, str(exc))
+        except (ActionFailed, KeyError, TypeError, ValueError) as exc:
+            await self._dead_letter("update_attribute", message, command, self._reason(exc))
             return
         await self.pipeline.write_row(table, command.customer_id, values, depth=depth,
                                       firing_id=command.firing_id)
@@ -317,7 +323,9 @@ class Sinks:
         # A change this sink makes is itself a schema_table event; count the chain so a
         # trigger that updates what it listens to stops instead of looping forever.
         caused_by_change = command.event.get("source") == Source.SCHEMA_TABLE.value
-        depth = int(command.event.get("depth") or 0) + 1 if caused_by_change else 1
+        previous = command.event.get("depth")
+        depth = (previous if isinstance(previous, int) and not isinstance(previous, bool) and caused_by_change
+                 else 0) + 1
         if depth > self.settings.max_update_depth:
             raise ActionFailed(f"update chain stopped at depth {depth} "
                                f"(TRIGGERS_MAX_UPDATE_DEPTH={self.settings.max_update_depth})")

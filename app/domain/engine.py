@@ -12,7 +12,7 @@ from app.domain.cooldown import CooldownMark, effective_time, may_fire
 from app.domain.definitions import CompiledTrigger
 from app.domain.expressions import Scope
 from app.domain.matching import DefinitionIndex, passes_filters
-from app.domain.models import ActionCommand, Event
+from app.domain.models import ActionCommand, Event, WebhookAction
 from app.errors import ExpressionFailed
 
 _FIRING_NAMESPACE = uuid.UUID("6f1c2a8e-3b0d-4c8e-9a51-2f7d0e4b9c13")
@@ -77,12 +77,15 @@ def _conditions_hold(trigger: CompiledTrigger, scope: Scope, result: Evaluation)
 
 
 def action_config(trigger: CompiledTrigger) -> dict[str, Any]:
-    """The action as carried by commands: the definition's action minus its secret; a
-    signed webhook says `"signed": true` and its sink reads the secret from the definition."""
+    """The action as carried by commands, minus what may be a credential: a webhook's
+    secret and header values stay in the definition (commands say `"signed": true` and
+    list `headerNames`), and the webhook sink reads them from there."""
     action = trigger.definition.action
-    config = action.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"secret"})
-    if getattr(action, "secret", None) is not None:
-        config["signed"] = True
+    config = action.model_dump(mode="json", by_alias=True, exclude_none=True,
+                               exclude={"secret", "headers"})
+    if isinstance(action, WebhookAction):
+        config["signed"] = action.secret is not None
+        config["headerNames"] = sorted(action.headers)
     return config
 
 

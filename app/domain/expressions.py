@@ -173,7 +173,8 @@ class Scope:
             "now": self.now,
             **{name: Record(value, name, missing_is_none=False) for name, value in self.extra.items()},
         }
-        evaluator = _Evaluator(operators=OPERATORS, functions=FUNCTIONS, names=names)
+        # A copy: simpleeval adds list/tuple/dict/set to the dict it is given.
+        evaluator = _Evaluator(operators=OPERATORS, functions=dict(FUNCTIONS), names=names)
         object.__setattr__(self, "_evaluator", evaluator)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,9 +86,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON value")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:32]} is too large for a number")
+    return value
+
+
 def load_json(raw: bytes | str) -> Any:
-    """Strict JSON: no NaN or Infinity."""
-    return json.loads(raw, parse_constant=_reject_constant)
+    """Strict JSON: no NaN, no Infinity, no number that only parses as infinity."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _json_object(raw: bytes | None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ class JourneyDefinition(Contract):
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""
     max_duration_days: float | None = Field(default=None, alias="maxDurationDays", gt=0, le=36600,
-                                            allow_inf_nan=False)
+                                            allow_inf_nan=False, strict=True)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ class Source(StrEnum):
 class Contract(BaseModel):
     """Base for contract models: camelCase on the wire, unknown fields refused."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # Only the camelCase names are accepted: `event_type` is a typo, not a synonym.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Deduplication(StrEnum):
@@ -103,7 +104,7 @@ class Schedule(Contract):
 
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(f"unknown IANA time zone: {value!r}") from None
         return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Literal
 
@@ -18,12 +19,12 @@ class SchemaTable(Contract):
 
     name: str = Field(pattern=ID_PATTERN)
     columns: dict[str, ColumnType] = Field(default_factory=dict)
-    allow_unknown_columns: bool = Field(default=False, alias="allowUnknownColumns")
+    allow_unknown_columns: bool = Field(default=False, alias="allowUnknownColumns", strict=True)
 
 
 # Until a definition for `customers` is published, it takes any column: rows loaded before
 # anyone described the table must keep working.
-DEFAULT_CUSTOMERS = SchemaTable(name=CUSTOMERS, allow_unknown_columns=True)
+DEFAULT_CUSTOMERS = SchemaTable.model_validate({"name": CUSTOMERS, "allowUnknownColumns": True})
 
 
 class ColumnTypeError(ValueError):
@@ -57,6 +58,8 @@ def _coerce(column_type: ColumnType, value: Any) -> Any:
     if column_type == "string" and isinstance(value, str):
         return value
     if column_type == "number" and isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ColumnTypeError(f"{value!r} is not a finite number")
         return value
     if column_type == "boolean" and isinstance(value, bool):
         return value
@@ -77,6 +80,8 @@ def _coerce(column_type: ColumnType, value: Any) -> Any:
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ColumnTypeError(f"{value!r} is not a finite number")
     if value is None or isinstance(value, str | int | float | bool | list | dict):
         return value
     raise ColumnTypeError(f"{type(value).__name__} cannot be stored")

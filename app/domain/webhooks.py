@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import json
 import random
 import re
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ class Template:
         if whole:
             return _plain(self.expressions[whole.group(1).strip()].evaluate(scope))
         return _PLACEHOLDER.sub(
-            lambda m: str(_plain(self.expressions[m.group(1).strip()].evaluate(scope))), node)
+            lambda m: _text(_plain(self.expressions[m.group(1).strip()].evaluate(scope))), node)
 
 
 def compile_template(source: Any) -> Template:
@@ -73,6 +74,11 @@ def _placeholders(node: Any) -> list[str]:
     if isinstance(node, str):
         return [m.group(1).strip() for m in _PLACEHOLDER.finditer(node)]
     return []
+
+
+def _text(value: Any) -> str:
+    """Interpolated values read as JSON would spell them (null, true), strings as they are."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _plain(value: Any) -> Any:

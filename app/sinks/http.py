@@ -82,7 +82,7 @@ class HttpDelivery:
                 result.attempts.append(Attempt(number, None, str(exc), _ms(started)))
                 result.reason = f"refused: {exc}"
                 return result
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, OSError) as exc:  # OSError: the name did not resolve
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             result.attempts.append(Attempt(number, status, error, _ms(started)))
             if status is not None and 200 <= status < 300:

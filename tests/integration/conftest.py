@@ -27,10 +27,14 @@ class Deployment:
                              trigger_id: str | None = None) -> None:
         """Publish on the definitions topic and wait until every worker has applied it."""
         key = trigger_id or (definition["id"] if isinstance(definition, dict) else None)
-        offset = await self.kafka.send(self.topics.definitions, key, definition)
+        await self.put(self.topics.definitions, "trigger", key, definition)
+
+    async def put(self, topic: str, kind: str, key: str | None, value: Any) -> None:
+        """Publish any definition and wait until every worker has read past it."""
+        offset = await self.kafka.send(topic, key, value)
         for worker in self.workers:
-            await worker.wait_for(lambda r: r["definitionsOffset"] >= offset, timeout=30,
-                                  what=f"caught up to definitions offset {offset}")
+            await worker.wait_for(lambda r: r["catalogs"][kind]["offset"] >= offset, timeout=30,
+                                  what=f"caught up to {topic} offset {offset}")
 
     async def send_event(self, event: dict[str, Any] | bytes, key: str | None = None,
                          topic: str | None = None) -> None:
@@ -55,13 +59,13 @@ class Deployment:
 
 
 async def start_deployment(bootstrap: str, workdir: Path, workers: int = 1,
-                           partitions: int = 4) -> Deployment:
+                           partitions: int = 4, env: dict[str, str] | None = None) -> Deployment:
     tag = uuid.uuid4().hex[:8]
     prefix, app_id = f"t{tag}.", f"trigger-engine-test-{tag}"
     deployment = Deployment(await KafkaClient(bootstrap).start(), Topics(prefix))
     for n in range(workers):
         deployment.workers.append(WorkerProcess(bootstrap, app_id, prefix, workdir,
-                                                f"worker{n + 1}", partitions).start())
+                                                f"worker{n + 1}", partitions, env).start())
     for worker in deployment.workers:
         await worker.wait_healthy()
     return deployment

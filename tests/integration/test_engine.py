@@ -53,7 +53,7 @@ async def test_matching_event_fires_action_and_firing_record(engine: Deployment)
                            "firedAt", "action", "event"}
     assert firing["eventId"] == "evt-1" and firing["priority"] == 75
     assert firing["action"] == {"type": "webhook", "url": "https://example.test/hook",
-                                "headers": {}}
+                                "signed": False, "headerNames": []}
     assert firing["event"]["amount"] == 1500 and firing["event"]["type"] == event_type
     commands = await engine.firings(1, of_trigger(trigger_id),
                                     topic=engine.topics.action("webhook"))

@@ -220,14 +220,14 @@ def test_action_command_content():
     assert command.action_type == "enroll_journey"
 
 
-def test_action_command_excludes_webhook_secret():
+def test_action_command_excludes_webhook_secret_and_header_values():
     action = {"type": "webhook", "url": "https://example.test/hook", "secret": "s3cret",
-              "headers": {"X-Team": "growth"}}
+              "headers": {"Authorization": "Bearer tok3n"}}
     command = run(trigger("w", action=action)).firings[0]
-    assert "secret" not in command.action
-    assert "s3cret" not in str(command.to_json())
-    assert command.action["url"] == "https://example.test/hook"
-    assert command.action["headers"] == {"X-Team": "growth"}
+    assert "secret" not in command.action and "headers" not in command.action
+    assert "s3cret" not in str(command.to_json()) and "tok3n" not in str(command.to_json())
+    assert command.action == {"type": "webhook", "url": "https://example.test/hook", "signed": True,
+                              "headerNames": ["Authorization"]}
 
 
 def test_update_attribute_command_carries_the_attribute_expressions():
