@@ -68,8 +68,9 @@ class Sinks:
         self.topics = {kind: topic(topics.action(kind)) for kind in
                        ("webhook", "fire_recommend", "enroll_journey", "update_attribute")}
         self.journey_events_topic = topic(topics.journey_events)
-        self._pending_per_host: Counter[str] = Counter()
-        self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._pending_per_endpoint: Counter[str] = Counter()
+        # Per endpoint (scheme, host, port, path): one slow endpoint holds only its own slots.
+        self._endpoint_slots: dict[str, asyncio.Semaphore] = {}
         self._in_flight_ids: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: asyncio.Semaphore | None = None
@@ -169,28 +170,28 @@ class Sinks:
 
     async def _dispatch(self, sink: str, event: EventT[Any], command: ActionCommand, url: str,
                         body: bytes, secret: str | None, headers: dict[str, str]) -> None:
-        host = urlsplit(url).hostname or ""
-        if self._pending_per_host[host] >= self.settings.webhook_per_host_backlog:
+        endpoint = _endpoint(url)
+        if self._pending_per_endpoint[endpoint] >= self.settings.webhook_per_endpoint_backlog:
             await self._dead_letter(sink, event.message, command,
-                                    f"backlog for {host} is full ({self.settings.webhook_per_host_backlog})")
+                                    f"backlog for {endpoint} is full ({self.settings.webhook_per_endpoint_backlog})")
             event.ack()
             return
         if self._in_flight is None:
             self._in_flight = asyncio.Semaphore(self.settings.webhook_max_in_flight)
         await self._in_flight.acquire()  # bounded memory: the consumer waits here when full
-        self._pending_per_host[host] += 1
+        self._pending_per_endpoint[endpoint] += 1
         self._in_flight_ids.add(command.firing_id)
         # Created while this event is the stream's current event, so the task's table writes
         # land in this event's partition.
-        task = asyncio.ensure_future(self._deliver(sink, event, command, host, url, body, secret, headers))
+        task = asyncio.ensure_future(self._deliver(sink, event, command, endpoint, url, body, secret, headers))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, sink: str, event: EventT[Any], command: ActionCommand, host: str,
+    async def _deliver(self, sink: str, event: EventT[Any], command: ActionCommand, endpoint: str,
                        url: str, body: bytes, secret: str | None, headers: dict[str, str]) -> None:
         try:
-            slots = self._host_slots.setdefault(
-                host, asyncio.Semaphore(self.settings.webhook_per_host_concurrency))
+            slots = self._endpoint_slots.setdefault(
+                endpoint, asyncio.Semaphore(self.settings.webhook_per_endpoint_concurrency))
             async with slots:
                 result = await self.http.deliver(url, body, command.firing_id, secret, headers)
             if result.delivered:
@@ -201,7 +202,7 @@ class Sinks:
             log.exception("delivery crashed", extra={"firingId": command.firing_id})
             await self._dead_letter(sink, event.message, command, f"{type(exc).__name__}: {exc}")
         finally:
-            self._pending_per_host[host] -= 1
+            self._pending_per_endpoint[endpoint] -= 1
             self._in_flight_ids.discard(command.firing_id)
             assert self._in_flight is not None
             self._in_flight.release()
@@ -336,6 +337,11 @@ class Sinks:
             return table_name, check_row_values(table, values), depth
         except (InvalidExpression, ExpressionFailed, ColumnTypeError) as exc:
             raise ActionFailed(str(exc)) from None
+
+
+def _endpoint(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 def _journey_event(raw: bytes | None) -> tuple[str, str, str | None, str]:

@@ -11,6 +11,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faust.cli import AppCommand, argument, option
 
 from app.cli.config_files import KINDS, ConfigBundle, read_config
+from app.cli.row_files import read_rows
+from app.domain.rows import RowLoad
 from app.main import app
 from app.topics import ensure_topics
 
@@ -63,9 +65,7 @@ async def publish(bundle: ConfigBundle) -> None:
             for _where, item in bundle.definitions[kind]:
                 await producer.send(_topic_for(kind), key=item[id_field].encode(), value=_json(item))
         for row in bundle.rows:
-            value: dict[str, Any] = {"table": row.table, "customerId": row.customer_id}
-            value |= {"attributes": row.attributes} if row.attributes is not None else {"delete": True}
-            await producer.send(app.names.rows, key=row.customer_id.encode(), value=_json(value))
+            await producer.send(app.names.rows, key=row.customer_id.encode(), value=_json(_row_record(row)))
         await producer.flush()
     finally:
         await producer.stop()
@@ -125,3 +125,52 @@ async def tail(self: AppCommand, topic: str, from_beginning: bool, max_records: 
                 break
     finally:
         await consumer.stop()
+
+
+@app.command(
+    argument("subcommand", type=str),
+    argument("paths", nargs=-1, type=str),
+    option("--table", default="customers", help="Schema table for rows that do not name one."),
+    option("--dry-run", is_flag=True, default=False, help="Check the files, publish nothing."),
+)
+async def rows(self: AppCommand, subcommand: str, paths: tuple[str, ...], table: str, dry_run: bool) -> None:
+    """Bulk-load schema-table rows: `load FILE...` (JSON lines or CSV with a customerId column).
+
+    Every file is checked first; nothing is published if any line is bad. Each row becomes a
+    record on schema.rows, which the workers merge into the table and publish on events.schema.
+    """
+    if subcommand != "load" or not paths:
+        print("usage: rows load FILE... [--table NAME] [--dry-run]", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    errors = [f"{path}:{number}: {row}" for path in map(Path, paths) if path.exists()
+              for number, row in read_rows(path, table) if isinstance(row, str)]
+    errors += [f"{path}: no such file" for path in paths if not Path(path).exists()]
+    if errors:
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(f"{len(errors)} error(s); nothing published", file=sys.stderr)
+        sys.exit(EXIT_INVALID)
+    if dry_run:
+        print("valid; nothing published (--dry-run)")
+        return
+    await ensure_topics(app.settings, app.names)
+    producer = AIOKafkaProducer(bootstrap_servers=app.settings.bootstrap_list, acks="all", linger_ms=20)
+    await producer.start()
+    sent = 0
+    try:
+        for path in map(Path, paths):
+            for _number, row in read_rows(path, table):
+                assert not isinstance(row, str)
+                await producer.send(app.names.rows, key=row.customer_id.encode(), value=_json(_row_record(row)))
+                sent += 1
+                if sent % 10_000 == 0:
+                    print(f"… {sent} rows sent", flush=True)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    print(f"published {sent} row(s) to {app.names.rows}")
+
+
+def _row_record(row: RowLoad) -> dict[str, Any]:
+    record: dict[str, Any] = {"table": row.table, "customerId": row.customer_id}
+    return record | ({"attributes": row.attributes} if row.attributes is not None else {"delete": True})

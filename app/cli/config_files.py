@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.cli.row_files import read_rows
 from app.domain.definitions import (
     compile_decision_flow,
     compile_definition,
     compile_journey,
     compile_schema_table,
 )
-from app.domain.rows import RowLoad, parse_row_load
-from app.errors import InvalidDefinition, MalformedEvent
+from app.domain.rows import RowLoad
+from app.errors import InvalidDefinition
 
 # Folder inside a config directory -> how its JSON files are checked, and their id field.
 KINDS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
@@ -52,7 +53,7 @@ def read_config(paths: list[Path]) -> ConfigBundle:
             bundle.errors.append(f"{path}: no such file or directory")
         elif path.is_dir():
             _read_dir(path, bundle)
-        elif path.suffix == ".jsonl":
+        elif path.suffix in (".jsonl", ".csv"):
             _read_rows(path, bundle)
         else:
             _read_definitions(path, "triggers", bundle)
@@ -68,8 +69,9 @@ def _read_dir(path: Path, bundle: ConfigBundle) -> None:
     for kind in KINDS:
         for file in sorted((path / kind).glob("*.json")):
             _read_definitions(file, kind, bundle)
-    for file in sorted((path / ROWS_DIR).glob("*.jsonl")):
-        _read_rows(file, bundle)
+    for pattern in ("*.jsonl", "*.csv"):
+        for file in sorted((path / ROWS_DIR).glob(pattern)):
+            _read_rows(file, bundle)
 
 
 def _read_definitions(path: Path, kind: str, bundle: ConfigBundle) -> None:
@@ -95,17 +97,13 @@ def _read_definitions(path: Path, kind: str, bundle: ConfigBundle) -> None:
 
 def _read_rows(path: Path, bundle: ConfigBundle) -> None:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, row in read_rows(path):
+            if isinstance(row, str):
+                bundle.errors.append(f"{path}:{number}: {row}")
+            else:
+                bundle.rows.append(row)
     except OSError as exc:
         bundle.errors.append(f"{path}: {exc}")
-        return
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            bundle.rows.append(parse_row_load(line.encode()))
-        except MalformedEvent as exc:
-            bundle.errors.append(f"{path}:{number}: {exc.reason}")
 
 
 def _check_unique_ids(bundle: ConfigBundle, kind: str) -> None:

@@ -285,3 +285,20 @@ async def test_a_trigger_updating_what_it_listens_to_stops_at_the_depth_limit(en
     changes = await engine.kafka.read(engine.topics.schema, settle=1.0,
                                       until=lambda rs: any(r.key == customer and r.value["depth"] == 3 for r in rs))
     assert [r.value["after"]["counter"] for r in changes if r.key == customer] == [0, 1, 2, 3, 4]
+
+
+async def test_a_slow_endpoint_does_not_hold_up_deliveries_elsewhere(
+        engine: Deployment, receiver: Receiver) -> None:
+    slow, fast, burst_type, single_type = unique("stuck"), unique("quick"), unique("burst"), unique("single")
+    receiver.script(slow, delay=2.5)  # every attempt times out (TRIGGERS_WEBHOOK_TIMEOUT_S=1)
+    await trigger(engine, burst_type, {"type": "webhook", "url": receiver.url(slow)})
+    await trigger(engine, single_type, {"type": "webhook", "url": receiver.url(fast)})
+    customers = [unique("c") for _ in range(30)]
+    for customer in customers:
+        await engine.send_event({"type": burst_type, "customerId": customer})
+    for customer in customers[:5]:  # same customers, so the same partitions as the burst
+        await engine.send_event({"type": single_type, "customerId": customer})
+
+    # 30 slow deliveries need 30 x 4 attempts of 1 s; the fast ones must not wait for them.
+    await receiver.wait_for(fast, 5, timeout=6.0)
+    assert len(receiver.to(slow)) < 30 * 4
