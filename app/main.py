@@ -16,6 +16,7 @@ from app.agents.sinks import Sinks
 from app.domain.webhooks import RetryPolicy
 from app.kafka import transport_class
 from app.logs import logging_config
+from app.metrics import Metrics
 from app.registry import Catalogs, DefinitionsReader
 from app.settings import Settings, get_settings
 from app.sinks.http import HttpDelivery
@@ -72,7 +73,8 @@ def build_app(settings: Settings) -> TriggerApp:
     )
     rows = app.Table("rows", default=None, partitions=settings.partitions)
     cooldowns = app.Table("cooldowns", default=None, partitions=settings.partitions)
-    pipeline = Pipeline(app, settings, app.names, app.catalogs, rows, cooldowns)
+    metrics = Metrics()
+    pipeline = Pipeline(app, settings, app.names, app.catalogs, rows, cooldowns, metrics)
     performed = app.Table("performed", default=None, partitions=settings.partitions)
     enrollments = app.Table("enrollments", default=None, partitions=settings.partitions)
     http = HttpDelivery(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from app.domain.rows import RowLoad, merge_row, parse_row_load
 from app.domain.schema import CUSTOMERS, ColumnTypeError, check_row_values
 from app.errors import InvalidDefinition, MalformedEvent
 from app.kafka import partition_for
+from app.metrics import Metrics, reason_code
 from app.registry import Catalogs
 from app.settings import Settings
 from app.topics import ACTION_TYPES, Topics
@@ -52,11 +54,12 @@ class Pipeline:
     """
 
     def __init__(self, app: AppT, settings: Settings, topics: Topics,
-                 catalogs: Catalogs, rows: TableT[str, Any], cooldowns: TableT[str, Any],
+                 catalogs: Catalogs, rows: TableT[str, Any], cooldowns: TableT[str, Any], metrics: Metrics,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
         self.names = topics
         self.catalogs = catalogs
+        self.metrics = metrics
         self.rows = rows
         self.cooldowns = cooldowns
         self.clock = clock
@@ -128,10 +131,13 @@ class Pipeline:
 
     async def _evaluate(self, event: Event) -> None:
         self.counters[f"events.{event.source.value}"] += 1
+        self.metrics.events_in.labels(event.source.value).inc()
+        started = time.perf_counter()
         customer = self.customer(event.customer_id)
         result = evaluate(self.catalogs.triggers.index, event, customer,
                           lambda trigger_id: self._cooldown(trigger_id, event.customer_id),
                           self.clock())
+        self.metrics.evaluation_seconds.observe(time.perf_counter() - started)
         self._record(event, result)
         for trigger_id, mark in result.cooldown_marks.items():
             self.cooldowns[_cooldown_key(trigger_id, event.customer_id)] = mark.to_json()
@@ -149,6 +155,7 @@ class Pipeline:
     def _record(self, event: Event, result: Evaluation) -> None:
         for trigger_id, error in result.condition_errors:
             self.counters["condition_errors"] += 1
+            self.metrics.condition_errors.labels(trigger_id).inc()
             log.debug("condition error", extra={"triggerId": trigger_id, "eventId": event.id,
                                                 "error": error})
         self.counters["cooled_down"] += len(result.cooled_down)
@@ -159,6 +166,7 @@ class Pipeline:
         await self.send(self.names.action(command.action_type), command.customer_id, value)
         await self.send(self.names.firings, command.customer_id, value)
         self.counters["firings"] += 1
+        self.metrics.firings.labels(command.trigger_id, command.action_type).inc()
         log.debug("trigger fired", extra={"triggerId": command.trigger_id,
                                          "customerId": command.customer_id,
                                          "firingId": command.firing_id,
@@ -173,6 +181,7 @@ class Pipeline:
                 raise ColumnTypeError(f"unknown schema table {load.table!r}")
             values = check_row_values(table, load.attributes) if load.attributes is not None else None
         except ColumnTypeError as exc:
+            self.metrics.dead_letters.labels(self.names.deadletter, reason_code(str(exc))).inc()
             await self.send(self.names.deadletter, load.customer_id, {
                 "reason": str(exc), "load": _row_json(load), "at": self.clock().isoformat()})
             return
@@ -221,6 +230,7 @@ class Pipeline:
         raw = message.value or b""
         key = message.key.decode("utf-8", "replace") if message.key else None
         self.counters["deadlettered"] += 1
+        self.metrics.dead_letters.labels(self.names.deadletter, reason_code(reason)).inc()
         log.warning("event dead-lettered", extra={"topic": message.topic,
                                                   "partition": message.partition,
                                                   "offset": message.offset, "reason": reason})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from app.domain.models import ActionCommand, Deduplication, Source, WebhookActio
 from app.domain.schema import ColumnTypeError, check_row_values
 from app.domain.webhooks import Template, compile_template
 from app.errors import ExpressionFailed, InvalidExpression, MalformedEvent
+from app.metrics import reason_code
 from app.registry import Catalogs
 from app.settings import Settings
 from app.sinks.http import DeliveryResult, HttpDelivery
@@ -56,6 +58,7 @@ class Sinks:
         self.names = topics
         self.catalogs = catalogs
         self.pipeline = pipeline
+        self.metrics = pipeline.metrics
         self.performed = performed
         self.enrollments = enrollments
         self.http = http
@@ -92,6 +95,7 @@ class Sinks:
         log_ = self.performed.get(f"{sink}|{command.customer_id}")
         if dedup.already_performed(log_, command.firing_id) or command.firing_id in self._in_flight_ids:
             self.counters[f"{sink}.replays_skipped"] += 1
+            self.metrics.sink_outcomes.labels(sink, "replay_skipped").inc()
             return True
         return False
 
@@ -101,10 +105,13 @@ class Sinks:
             self.performed.get(key), command.firing_id, self.clock(),
             timedelta(days=self.settings.dedup_retention_days), self.settings.dedup_max_per_customer)
         self.counters[f"{sink}.performed"] += 1
+        self.metrics.sink_outcomes.labels(sink, "performed").inc()
 
     async def _dead_letter(self, sink: str, message: Message, command: ActionCommand | None,
                            reason: str, result: DeliveryResult | None = None) -> None:
         self.counters[f"{sink}.deadlettered"] += 1
+        self.metrics.sink_outcomes.labels(sink, "deadlettered").inc()
+        self.metrics.dead_letters.labels(self.names.actions_deadletter, reason_code(reason)).inc()
         log.warning("action dead-lettered", extra={"action": sink, "reason": reason,
                                                    "firingId": command.firing_id if command else None})
         record: dict[str, Any] = {
@@ -193,7 +200,9 @@ class Sinks:
             slots = self._endpoint_slots.setdefault(
                 endpoint, asyncio.Semaphore(self.settings.webhook_per_endpoint_concurrency))
             async with slots:
+                started = time.perf_counter()
                 result = await self.http.deliver(url, body, command.firing_id, secret, headers)
+                self.metrics.delivery_seconds.labels(sink).observe(time.perf_counter() - started)
             if result.delivered:
                 self._remember(sink, command)
             else:

@@ -101,3 +101,34 @@ def _command(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any],
         action=action_config(trigger),
         event=event_json,
     )
+
+
+def explain(trigger: CompiledTrigger, event: Event, customer: Mapping[str, Any] | None,
+            now: datetime) -> dict[str, Any]:
+    """Why `trigger` would or would not fire for `event` — every check, no state, no output.
+    Cooldown is not checked: a dry run has no customer history."""
+    definition = trigger.definition
+    event_json = event.as_json()
+    type_matches = definition.source is event.source and definition.event_type in (event.type, "*")
+    filters = [{"field": name, "expected": expected, "actual": event_json.get(name),
+                "passed": passes_filters({name: expected}, event_json)}
+               for name, expected in definition.filters.items()]
+    scope = Scope(event=event_json, customer=customer, now=now)
+    conditions: list[dict[str, Any]] = []
+    for condition in trigger.conditions:
+        try:
+            value = condition.evaluate(scope)
+            conditions.append({"expression": condition.text, "result": _jsonable(value), "passed": bool(value)})
+        except ExpressionFailed as exc:
+            conditions.append({"expression": condition.text, "error": str(exc), "passed": False})
+    would_fire = (definition.enabled and type_matches and all(f["passed"] for f in filters)
+                  and all(c["passed"] for c in conditions))
+    return {"triggerId": trigger.id, "wouldFire": would_fire, "enabled": definition.enabled,
+            "typeMatches": type_matches, "filters": filters, "conditions": conditions,
+            "cooldown": "not checked in a dry run", "action": action_config(trigger)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
