@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Any, cast
 
 import faust
@@ -12,6 +13,7 @@ from faust.types import StreamT
 from faust.web import Request, Response, View
 
 from app.agents.pipeline import Pipeline
+from app.agents.scheduler import Scheduler
 from app.agents.sinks import Sinks
 from app.domain.webhooks import RetryPolicy
 from app.kafka import transport_class
@@ -73,8 +75,11 @@ def build_app(settings: Settings) -> TriggerApp:
     )
     rows = app.Table("rows", default=None, partitions=settings.partitions)
     cooldowns = app.Table("cooldowns", default=None, partitions=settings.partitions)
+    ticks_done = app.Table("ticks", default=None, partitions=settings.partitions)
     metrics = Metrics()
-    pipeline = Pipeline(app, settings, app.names, app.catalogs, rows, cooldowns, metrics)
+    pipeline = Pipeline(app, settings, app.names, app.catalogs, rows, cooldowns, ticks_done, metrics)
+    scheduler = Scheduler(app.catalogs.triggers, pipeline.ticks_topic, settings.partitions,
+                          timedelta(minutes=settings.schedule_catch_up_minutes), pipeline.clock)
     performed = app.Table("performed", default=None, partitions=settings.partitions)
     enrollments = app.Table("enrollments", default=None, partitions=settings.partitions)
     http = HttpDelivery(
@@ -103,6 +108,18 @@ def build_app(settings: Settings) -> TriggerApp:
             await asyncio.Future()
         async for event in stream.events():
             await pipeline.on_rerouted_message(event.message)
+
+    @app.timer(interval=1.0, on_leader=True)  # type: ignore[untyped-decorator]
+    async def schedule_clock() -> None:
+        if app.registry.loaded.is_set() and settings.licensed:
+            await scheduler.publish_due_ticks()
+
+    @app.agent(pipeline.ticks_topic, name="schedule-ticks")
+    async def schedule_ticks(stream: StreamT[bytes]) -> None:
+        if not await until_ready():
+            await asyncio.Future()
+        async for event in stream.events():
+            await pipeline.on_tick(event.message)
 
     # Deliveries over HTTP acknowledge each message themselves when the delivery ends.
     @app.agent(sinks.topics["webhook"], name="sink-webhook")

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     dedup_retention_days: float = Field(default=7.0, gt=0, alias="TRIGGERS_DEDUP_RETENTION_DAYS")
     dedup_max_per_customer: int = Field(default=1000, ge=1, alias="TRIGGERS_DEDUP_MAX_PER_CUSTOMER")
     max_update_depth: int = Field(default=3, ge=1, alias="TRIGGERS_MAX_UPDATE_DEPTH")
+    schedule_catch_up_minutes: float = Field(default=60.0, ge=0, alias="TRIGGERS_SCHEDULE_CATCH_UP_MINUTES")
     log_format: str = Field(default="text", pattern="^(text|json)$", alias="TRIGGERS_LOG_FORMAT")
 
     @property

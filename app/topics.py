@@ -111,6 +111,11 @@ class Topics:
                 self.table_definitions]
 
     @property
+    def ticks(self) -> str:
+        """Internal: one record per partition for each scheduled-trigger tick."""
+        return self._n("triggers.internal.ticks")
+
+    @property
     def actions_deadletter(self) -> str:
         return self._n("actions.deadletter")
 
@@ -122,7 +127,7 @@ class Topics:
     def specs(self) -> list[TopicSpec]:
         keyed_by_customer = [
             self.streaming, self.cdc, self.outcomes, self.schema, self.deadletter, self.rows,
-            self.rerouted, self.firings, self.actions_deadletter,
+            self.rerouted, self.ticks, self.firings, self.actions_deadletter,
             *(self.action(t) for t in ACTION_TYPES),
             self.enrollments, self.journey_events, self.recommendations,
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -9,12 +10,13 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from faust.types import AppT, Message, TableT, TopicT
 
 from app.domain.cooldown import CooldownMark
-from app.domain.engine import Evaluation, evaluate
+from app.domain.engine import Evaluation, evaluate, evaluate_scheduled
 from app.domain.intake import parse_cdc_event, parse_event
 from app.domain.models import ActionCommand, Event, Source
 from app.domain.rows import RowLoad, merge_row, parse_row_load
@@ -54,7 +56,8 @@ class Pipeline:
     """
 
     def __init__(self, app: AppT, settings: Settings, topics: Topics,
-                 catalogs: Catalogs, rows: TableT[str, Any], cooldowns: TableT[str, Any], metrics: Metrics,
+                 catalogs: Catalogs, rows: TableT[str, Any], cooldowns: TableT[str, Any],
+                 ticks_done: TableT[str, Any], metrics: Metrics,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
         self.names = topics
@@ -62,6 +65,7 @@ class Pipeline:
         self.metrics = metrics
         self.rows = rows
         self.cooldowns = cooldowns
+        self.ticks_done = ticks_done
         self.clock = clock
         self.counters: Counter[str] = Counter()
         # Other kinds of re-routed work (e.g. journey events), by envelope "kind".
@@ -76,6 +80,7 @@ class Pipeline:
                         topics.cdc: Source.CDC, topics.schema: Source.SCHEMA_TABLE}
         self.source_topic = topic(*self.sources, topics.rows)
         self.rerouted_topic = topic(topics.rerouted)
+        self.ticks_topic = topic(topics.ticks)
         self.definitions_topic = topic(*topics.definition_topics)
         self._out = {name: topic(name) for name in (
             topics.firings, topics.deadletter, topics.errors, topics.schema, topics.rerouted,
@@ -138,11 +143,44 @@ class Pipeline:
                           lambda trigger_id: self._cooldown(trigger_id, event.customer_id),
                           self.clock())
         self.metrics.evaluation_seconds.observe(time.perf_counter() - started)
+        await self._apply(event, result)
+
+    async def _apply(self, event: Event, result: Evaluation) -> None:
+        """Store the cooldown marks, then emit the firings in order."""
         self._record(event, result)
         for trigger_id, mark in result.cooldown_marks.items():
             self.cooldowns[_cooldown_key(trigger_id, event.customer_id)] = mark.to_json()
         for command in result.firings:
             await self._emit(command)
+
+    # -- scheduled triggers ---------------------------------------------------------------
+
+    async def on_tick(self, message: Message) -> None:
+        """A tick for one partition: evaluate the trigger for every customer whose row lives
+        in that partition, so with any number of workers each customer is visited once."""
+        tick = json.loads(message.value or b"null")
+        trigger = self.catalogs.triggers.get(tick["triggerId"])
+        scheduled_at = datetime.fromisoformat(tick["scheduledAt"])
+        done_key = f"{tick['triggerId']}|{message.partition}"
+        last = self.ticks_done.get(done_key)
+        if trigger is None or (last is not None and datetime.fromisoformat(last) >= scheduled_at):
+            return  # deleted meanwhile, or this tick already ran (a re-published tick)
+        visited = 0
+        prefix = f"{CUSTOMERS}|"
+        for key, row in list(self.rows.items()):
+            customer_id = key[len(prefix):] if key.startswith(prefix) else None
+            if customer_id is None or partition_for(customer_id, self.settings.partitions) != message.partition:
+                continue
+            event = tick_event(trigger.id, scheduled_at, customer_id)
+            result = evaluate_scheduled(trigger, event, row, partial(self._cooldown, customer_id=customer_id),
+                                        self.clock())
+            await self._apply(event, result)
+            visited += 1
+            if visited % 200 == 0:
+                await asyncio.sleep(0)  # a large audience must not starve event processing
+        self.ticks_done[done_key] = scheduled_at.isoformat()
+        log.info("schedule tick ran", extra={"triggerId": trigger.id, "scheduledAt": tick["scheduledAt"],
+                                             "partition": message.partition, "customers": visited})
 
     def customer(self, customer_id: str) -> dict[str, Any] | None:
         row: dict[str, Any] | None = self.rows.get(row_key(CUSTOMERS, customer_id))
@@ -251,6 +289,14 @@ class Pipeline:
         await self._out[topic].send(
             key=key.encode() if key is not None else None,
             value=value if isinstance(value, bytes) else _dumps(value))
+
+
+def tick_event(trigger_id: str, scheduled_at: datetime, customer_id: str) -> Event:
+    """The event a scheduled trigger sees: one per tick and customer, so firingIds differ."""
+    at = scheduled_at.isoformat()
+    return Event(id=f"tick:{trigger_id}:{at}:{customer_id}", type="schedule.tick", customer_id=customer_id,
+                 source=Source.SCHEDULED, timestamp=scheduled_at,
+                 fields={"scheduledAt": at, "triggerId": trigger_id})
 
 
 def _cooldown_key(trigger_id: str, customer_id: str) -> str:

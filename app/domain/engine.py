@@ -50,18 +50,35 @@ def evaluate(
     if not candidates:
         return result
     scope = Scope(event=event_json, customer=customer, now=now)
-    at = effective_time(event.timestamp, now)
     for trigger in candidates:
-        if not _conditions_hold(trigger, scope, result):
-            continue
-        cooldown = trigger.definition.cooldown_minutes
-        if not may_fire(cooldown_of(trigger.id), cooldown, event.id, at):
-            result.cooled_down.append(trigger.id)
-            continue
-        if cooldown > 0:
-            result.cooldown_marks[trigger.id] = CooldownMark(fired_at=at, event_id=event.id)
-        result.firings.append(_command(trigger, event, event_json, now))
+        _consider(trigger, event, event_json, scope, cooldown_of, now, result)
     return result
+
+
+def evaluate_scheduled(trigger: CompiledTrigger, event: Event, customer: Mapping[str, Any],
+                       cooldown_of: Callable[[str], CooldownMark | None], now: datetime) -> Evaluation:
+    """One scheduled trigger for one customer at one tick: its filters apply to the
+    customer's row (the audience), its conditions see the tick as `event`."""
+    result = Evaluation()
+    if trigger.definition.enabled and passes_filters(trigger.definition.filters, customer):
+        event_json = event.as_json()
+        scope = Scope(event=event_json, customer=customer, now=now)
+        _consider(trigger, event, event_json, scope, cooldown_of, now, result)
+    return result
+
+
+def _consider(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any], scope: Scope,
+              cooldown_of: Callable[[str], CooldownMark | None], now: datetime, result: Evaluation) -> None:
+    if not _conditions_hold(trigger, scope, result):
+        return
+    at = effective_time(event.timestamp, now)
+    cooldown = trigger.definition.cooldown_minutes
+    if not may_fire(cooldown_of(trigger.id), cooldown, event.id, at):
+        result.cooled_down.append(trigger.id)
+        return
+    if cooldown > 0:
+        result.cooldown_marks[trigger.id] = CooldownMark(fired_at=at, event_id=event.id)
+    result.firings.append(_command(trigger, event, event_json, now))
 
 
 def _conditions_hold(trigger: CompiledTrigger, scope: Scope, result: Evaluation) -> bool:

@@ -1,0 +1,53 @@
+"""The leader's clock for scheduled triggers: publishes each due tick once to every partition."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from faust.types import TopicT
+
+from app.domain.models import Source
+from app.domain.schedules import tick_to_run
+from app.registry import TriggerCatalog
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Runs on the group leader only. Its memory of what it checked is lost with leadership;
+    a new leader looks back the catch-up window, and a tick published twice is ignored by
+    the partitions that already ran it (see Pipeline.on_tick)."""
+
+    def __init__(self, triggers: TriggerCatalog, ticks: TopicT, partitions: int, catch_up: timedelta,
+                 clock: Callable[[], datetime]) -> None:
+        self.triggers = triggers
+        self.ticks = ticks
+        self.partitions = partitions
+        self.catch_up = catch_up
+        self.clock = clock
+        self.checked_until: dict[str, datetime] = {}
+        self._first_pass = True
+
+    async def publish_due_ticks(self) -> None:
+        now = self.clock()
+        for trigger in list(self.triggers.items.values()):
+            definition = trigger.definition
+            if definition.source is not Source.SCHEDULED or not definition.enabled or definition.schedule is None:
+                continue
+            # On this leader's first pass, look back for missed ticks; a trigger that appears
+            # later is new and starts from now (it must not fire for a tick before it existed).
+            since = self.checked_until.get(trigger.id, None if self._first_pass else now)
+            tick = tick_to_run(definition.schedule, since, now, self.catch_up)
+            self.checked_until[trigger.id] = now
+            if tick is not None:
+                await self._publish(trigger.id, tick)
+        self._first_pass = False
+
+    async def _publish(self, trigger_id: str, tick: datetime) -> None:
+        value = json.dumps({"triggerId": trigger_id, "scheduledAt": tick.isoformat()}).encode()
+        for partition in range(self.partitions):
+            await self.ticks.send(key=trigger_id.encode(), value=value, partition=partition)
+        log.info("schedule tick published", extra={"triggerId": trigger_id, "scheduledAt": tick.isoformat()})
