@@ -188,3 +188,24 @@ class Catalogs:
             topics.decision_flow_definitions: self.decision_flows,
             topics.table_definitions: self.tables,
         }
+
+
+async def read_compacted(settings: Settings, topic: str) -> dict[str, bytes | None]:
+    """The latest value per key of a compacted topic, read once from start to end (for commands)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_list, group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    latest: dict[str, bytes | None] = {}
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if record.key is not None:
+                        latest[record.key.decode("utf-8", "replace")] = record.value
+    finally:
+        await consumer.stop()
+    return latest

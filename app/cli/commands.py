@@ -1,35 +1,55 @@
-"""`faust -A app.main triggers apply|validate PATH...`: load definitions and rows onto their topics."""
+"""Operator commands: `faust -A app.main triggers|rows|send-event|tail ...` (see `--help`)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faust.cli import AppCommand, argument, option
 
 from app.cli.config_files import KINDS, ConfigBundle, read_config
 from app.cli.row_files import read_rows
+from app.domain.definitions import compile_definition
+from app.domain.engine import explain
+from app.domain.intake import parse_event
 from app.domain.rows import RowLoad
+from app.errors import InvalidDefinition, MalformedEvent
 from app.main import app
+from app.registry import TriggerCatalog, read_compacted
 from app.topics import ensure_topics
 
+# Exit codes: 0 success (for `test`: would fire), 1 invalid input or would not fire,
+# 2 usage error or unknown trigger.
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+SUBCOMMANDS = ("apply", "validate", "list", "delete", "test")
 
 
 @app.command(
     argument("subcommand", type=str),
     argument("paths", nargs=-1, type=str),
     option("--dry-run", is_flag=True, default=False, help="Validate and report, publish nothing."),
+    option("--event", "event_file", default=None, help="test: JSON file with the event."),
+    option("--customer", "customer_file", default=None, help="test: JSON file with the customer row."),
 )
-async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dry_run: bool) -> None:
-    """Manage trigger definitions: `apply PATH...` or `validate PATH...`."""
-    if subcommand not in {"apply", "validate"}:
-        print(f"unknown subcommand {subcommand!r}: use apply or validate", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dry_run: bool,
+                   event_file: str | None, customer_file: str | None) -> None:
+    """Trigger definitions: apply PATH... | validate PATH... | list | delete ID | test ID --event FILE."""
+    if subcommand not in SUBCOMMANDS:
+        _die(f"unknown subcommand {subcommand!r}: use one of {', '.join(SUBCOMMANDS)}", EXIT_USAGE)
+    if subcommand == "list":
+        await _list()
+        return
+    if subcommand == "delete":
+        await _delete(_single_id(paths), dry_run)
+        return
+    if subcommand == "test":
+        await _test(_single_id(paths), event_file, customer_file)
+        return
     bundle = read_config([Path(p) for p in paths or ("triggers_config",)])
     if bundle.errors:
         for error in bundle.errors:
@@ -41,6 +61,73 @@ async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dr
         return
     await publish(bundle)
     print("published: " + _summary(bundle))
+
+
+def _die(message: str, code: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _single_id(ids: tuple[str, ...]) -> str:
+    if len(ids) != 1:
+        _die("give exactly one trigger id", EXIT_USAGE)
+    return ids[0]
+
+
+async def _stored_triggers() -> dict[str, bytes | None]:
+    await ensure_topics(app.settings, app.names)
+    return await read_compacted(app.settings, app.names.definitions)
+
+
+async def _list() -> None:
+    stored = await _stored_triggers()
+    catalog = TriggerCatalog()
+    for key, value in stored.items():
+        catalog.apply(key, value)
+    print(f"{'ID':<32} {'SOURCE':<13} {'EVENT TYPE':<24} {'PRI':>3} {'ON':<3} ACTION")
+    for trigger in sorted(catalog.items.values(), key=lambda t: t.sort_key):
+        d = trigger.definition
+        print(f"{d.id:<32} {d.source.value:<13} {d.event_type:<24} {d.priority:>3} "
+              f"{'yes' if d.enabled else 'no':<3} {d.action.type}")
+    for key, errors in sorted(catalog.rejected.items()):
+        print(f"{key:<32} REJECTED: {'; '.join(errors)}")
+    print(f"{len(catalog.items)} trigger(s), {len(catalog.rejected)} rejected")
+
+
+async def _delete(trigger_id: str, dry_run: bool) -> None:
+    if (await _stored_triggers()).get(trigger_id) is None:
+        _die(f"no trigger {trigger_id!r} on {app.names.definitions}", EXIT_USAGE)
+    if dry_run:
+        print(f"would delete {trigger_id} (--dry-run)")
+        return
+    producer = AIOKafkaProducer(bootstrap_servers=app.settings.bootstrap_list, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(app.names.definitions, key=trigger_id.encode(), value=None)
+    finally:
+        await producer.stop()
+    print(f"deleted {trigger_id} (tombstone published)")
+
+
+async def _test(trigger_id: str, event_file: str | None, customer_file: str | None) -> None:
+    if not event_file:
+        _die("test needs --event FILE", EXIT_USAGE)
+    stored = (await _stored_triggers()).get(trigger_id)
+    if stored is None:
+        _die(f"no trigger {trigger_id!r} on {app.names.definitions}", EXIT_USAGE)
+    try:
+        trigger = compile_definition(stored, key=trigger_id)
+        raw_event = Path(event_file).read_bytes()
+        customer = json.loads(Path(customer_file).read_text()) if customer_file else None
+        now = datetime.now(UTC)
+        event = parse_event(raw_event, trigger.definition.source, "dry-run", now)
+    except InvalidDefinition as exc:
+        _die(f"the stored definition is invalid: {'; '.join(exc.errors)}", EXIT_INVALID)
+    except (OSError, ValueError, MalformedEvent) as exc:
+        _die(str(exc), EXIT_USAGE)
+    report = explain(trigger, event, customer, now)
+    print(json.dumps(report, indent=2))
+    sys.exit(0 if report["wouldFire"] else EXIT_INVALID)
 
 
 def _summary(bundle: ConfigBundle) -> str:
