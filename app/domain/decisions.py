@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +75,9 @@ def decide(flow: CompiledDecisionFlow, scope: Scope) -> tuple[list[dict[str, Any
             if not all(condition.evaluate(scope) for condition in compiled.conditions):
                 continue
             score = float(compiled.score.evaluate(scope))
-        except (ExpressionFailed, TypeError, ValueError) as exc:
+            if not math.isfinite(score):
+                raise ValueError(f"score {score} is not a finite number")
+        except (ExpressionFailed, TypeError, ValueError, ArithmeticError) as exc:
             errors.append(f"offer {compiled.offer.id!r}: {exc}")
             continue
         extra = compiled.offer.model_extra or {}

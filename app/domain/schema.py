@@ -37,14 +37,11 @@ def check_row_values(table: SchemaTable, values: dict[str, Any]) -> dict[str, An
     problems: list[str] = []
     for column, value in values.items():
         column_type = table.columns.get(column)
-        if column_type is None:
-            if not table.allow_unknown_columns:
-                problems.append(f"table {table.name!r} has no column {column!r}")
-                continue
-            stored[column] = _json_value(value)
+        if column_type is None and not table.allow_unknown_columns:
+            problems.append(f"table {table.name!r} has no column {column!r}")
             continue
         try:
-            stored[column] = _coerce(column_type, value)
+            stored[column] = _coerce(column_type, value) if column_type else _json_value(value)
         except ColumnTypeError as exc:
             problems.append(f"column {column!r}: {exc}")
     if problems:
@@ -78,10 +75,15 @@ def _coerce(column_type: ColumnType, value: Any) -> Any:
 
 
 def _json_value(value: Any) -> Any:
+    """Any JSON value, nested ones included; times become ISO 8601 text."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, float) and not math.isfinite(value):
         raise ColumnTypeError(f"{value!r} is not a finite number")
-    if value is None or isinstance(value, str | int | float | bool | list | dict):
+    if value is None or isinstance(value, str | int | float | bool):
         return value
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {key: _json_value(item) for key, item in value.items()}
     raise ColumnTypeError(f"{type(value).__name__} cannot be stored")

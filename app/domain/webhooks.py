@@ -18,7 +18,8 @@ from app.domain.expressions import SCOPE_NAMES, Expression, Scope, parse_express
 from app.errors import InvalidExpression
 
 TEMPLATE_NAMES = SCOPE_NAMES | {"trigger", "firing"}
-_PLACEHOLDER = re.compile(r"\{\{(.+?)\}\}")
+# A placeholder's expression never contains "}}", so two placeholders never read as one.
+_PLACEHOLDER = re.compile(r"\{\{((?:(?!\}\}).)+)\}\}")
 
 # --- payload templates ------------------------------------------------------------------
 
@@ -41,9 +42,9 @@ class Template:
             return [self._render(value, scope) for value in node]
         if not isinstance(node, str):
             return node
-        whole = _PLACEHOLDER.fullmatch(node.strip())
-        if whole:
-            return _plain(self.expressions[whole.group(1).strip()].evaluate(scope))
+        found = list(_PLACEHOLDER.finditer(node))
+        if len(found) == 1 and found[0].group(0) == node.strip():
+            return _plain(self.expressions[found[0].group(1).strip()].evaluate(scope))
         return _PLACEHOLDER.sub(
             lambda m: _text(_plain(self.expressions[m.group(1).strip()].evaluate(scope))), node)
 
@@ -142,12 +143,14 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=now.tzinfo)  # RFC 9110 dates are GMT
     return max(0.0, (moment - now).total_seconds())
 
 
