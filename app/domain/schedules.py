@@ -19,13 +19,15 @@ def ticks_between(schedule: Schedule, after: datetime, until: datetime) -> list[
     shifted instant, and a repeated local time (fall back) runs once.
     """
     zone = ZoneInfo(schedule.timezone)
-    iterator = croniter(schedule.cron, after.astimezone(zone))
+    # croniter keeps the start's UTC offset across DST changes, so iterate on naive local
+    # wall-clock times and attach the zone to each tick (fold=0: the first of a repeated time).
+    iterator = croniter(schedule.cron, after.astimezone(zone).replace(tzinfo=None))
     ticks: list[datetime] = []
     while len(ticks) < MAX_TICKS:
-        tick = iterator.get_next(datetime).astimezone(UTC)
+        tick = iterator.get_next(datetime).replace(tzinfo=zone).astimezone(UTC)
         if tick > until:
             break
-        if not ticks or tick > ticks[-1]:
+        if tick > after and (not ticks or tick > ticks[-1]):
             ticks.append(tick)
     return ticks
 
