@@ -15,6 +15,7 @@ from faust.web import Request, Response, View
 from app.agents.pipeline import Pipeline
 from app.agents.scheduler import Scheduler
 from app.agents.sinks import Sinks
+from app.api import register_api
 from app.domain.webhooks import RetryPolicy
 from app.kafka import transport_class
 from app.logs import logging_config
@@ -165,6 +166,8 @@ def build_app(settings: Settings) -> TriggerApp:
     @app.page("/health")
     async def health(view: View, request: Request) -> Response:
         return view.json(health_report(app, pipeline, sinks))
+
+    register_api(app, pipeline, sinks, metrics)
 
     app.pipeline = pipeline  # type: ignore[attr-defined]
     return app

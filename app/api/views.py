@@ -1,0 +1,421 @@
+"""The worker's HTTP API: thin views over the topics, with every check in plain functions.
+
+Writes never change state directly: they publish to the same topics an outside Kafka
+producer would use (events, outcomes, definitions), so the API and Kafka clients see one
+behaviour. Nothing is published unless the whole request is valid.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from aiohttp import web as aiohttp_web
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from faust.types import TopicT
+from faust.web import Request, Response, View
+from faust.web.exceptions import WebError
+
+from app.domain.definitions import CompiledTrigger, compile_definition
+from app.domain.engine import explain
+from app.domain.intake import load_json, parse_event
+from app.domain.models import Event, Source
+from app.errors import InvalidDefinition, MalformedEvent
+
+if TYPE_CHECKING:
+    from app.agents.pipeline import Pipeline
+    from app.agents.sinks import Sinks
+    from app.main import TriggerApp
+    from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MASK = "**********"
+DRY_RUN_EVENT_ID = "dry-run"
+_TEST_REQUEST_FIELDS = frozenset({"event", "customer", "definition"})
+_ROUTED_METHODS = frozenset({"HEAD", "GET", "POST", "PUT", "PATCH", "DELETE"})
+
+
+class ApiError(Exception):
+    """A request that is answered with `status` and a JSON body; nothing was published."""
+
+    def __init__(self, status: int, error: str, headers: Mapping[str, str] | None = None,
+                 **details: Any) -> None:
+        super().__init__(error)
+        self.status = status
+        self.body: dict[str, Any] = {"error": error, **details}
+        self.headers = dict(headers or {})
+
+
+# -- request checks (plain functions, unit-tested without a server) ------------------------
+
+
+def token_of(setting: Any) -> str | None:
+    """The configured API token (a SecretStr or str), or None when writes are open.
+    An empty value counts as not set."""
+    if setting is None:
+        return None
+    value = setting.get_secret_value() if hasattr(setting, "get_secret_value") else str(setting)
+    return value if value.strip() else None
+
+
+def check_bearer(authorization: str | None, token: str | None) -> None:
+    """Raise 401 unless `authorization` is `Bearer <token>` (or no token is configured)."""
+    if token is None:
+        return
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if not authorization or not authorization.strip():
+        raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'", challenge)
+    scheme, _, presented = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise ApiError(401, "the Authorization header must be 'Bearer <token>'", challenge)
+    if not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise ApiError(401, "invalid bearer token", challenge)
+
+
+def check_content_length(content_length: str | None, limit: int = MAX_BODY_BYTES) -> None:
+    """Raise 413 for a declared body larger than `limit` (400 for a nonsense header)."""
+    if content_length is None:
+        return
+    try:
+        declared = int(content_length)
+    except ValueError:
+        raise ApiError(400, f"invalid Content-Length {content_length[:32]!r}") from None
+    if declared > limit:
+        raise ApiError(413, f"request body is larger than {limit} bytes", limit=limit)
+
+
+def parse_json_body(raw: bytes, limit: int = MAX_BODY_BYTES) -> Any:
+    """The body as strict JSON (no NaN or Infinity), or 413 / 400."""
+    if len(raw) > limit:
+        raise ApiError(413, f"request body is larger than {limit} bytes", limit=limit)
+    if not raw.strip():
+        raise ApiError(400, "request body is empty: expected JSON")
+    try:
+        return load_json(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "request body is not UTF-8 JSON") from None
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def event_errors(data: Any, source: Source) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The items of a body that is one event or a list of events, and every problem found,
+    as `{"index", "error"}` (a single event is index 0). Uses the intake's own rules."""
+    items = data if isinstance(data, list) else [data]
+    errors: list[dict[str, Any]] = []
+    if isinstance(data, list) and not data:
+        errors.append({"index": None, "error": "the list is empty: expected at least one event"})
+    for index, item in enumerate(items):
+        error = _event_error(item, source)
+        if error is not None:
+            errors.append({"index": index, "error": error})
+    return items, errors
+
+
+def _event_error(item: Any, source: Source) -> str | None:
+    try:
+        raw = json.dumps(item, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        return f"not valid JSON: {exc}"
+    try:
+        parse_event(raw, source, DRY_RUN_EVENT_ID, datetime.now(UTC))
+    except MalformedEvent as exc:
+        return exc.reason
+    return None
+
+
+def prepare_events(data: Any, source: Source,
+                   new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> list[dict[str, Any]]:
+    """Every event ready to publish, each with an `id`; or 400 listing every problem."""
+    items, errors = event_errors(data, source)
+    if errors:
+        bad = len({e["index"] for e in errors})
+        what = "event" if bad == 1 else "events"
+        raise ApiError(400, f"{bad} invalid {what}; nothing was published", errors=errors)
+    return [item if item.get("id") else {**item, "id": new_id()} for item in items]
+
+
+def record_value(value: Any) -> bytes:
+    """A value as Pipeline.send serialises it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def check_record_sizes(records: list[tuple[str, Any]], limit: int) -> None:
+    """413 listing every record Kafka's producer would refuse as too large, before any is sent
+    (the body limit alone does not ensure it: the producer's limit is a little lower)."""
+    errors = []
+    for index, (key, value) in enumerate(records):
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key.encode(), record_value(value), [])
+        if size > limit:
+            errors.append({"index": index,
+                           "error": f"the Kafka record would be {size} bytes; the limit is {limit} bytes"})
+    if errors:
+        raise ApiError(413, "too large for a Kafka record; nothing was published", errors=errors, limit=limit)
+
+
+def definition_for(body: Any, trigger_id: str) -> dict[str, Any]:
+    """The definition to publish for PUT /triggers/{id}: the body with `id` defaulted to the
+    path's id, after a full compile; 422 listing every problem otherwise."""
+    if not isinstance(body, dict):
+        raise _unprocessable(trigger_id, [f"a definition is a JSON object, not {_json_type(body)}"])
+    definition: dict[str, Any] = dict(body)
+    if definition.get("id") is None:
+        definition["id"] = trigger_id
+    elif definition["id"] != trigger_id:
+        raise _unprocessable(trigger_id, [
+            f"id {definition['id']!r} in the body does not match {trigger_id!r} in the path"])
+    compile_trigger(definition, trigger_id)
+    return definition
+
+
+def compile_trigger(body: dict[str, Any], trigger_id: str) -> CompiledTrigger:
+    try:
+        return compile_definition(body, key=trigger_id)
+    except InvalidDefinition as exc:
+        raise _unprocessable(trigger_id, exc.errors) from None
+
+
+def _unprocessable(trigger_id: str, errors: list[str]) -> ApiError:
+    return ApiError(422, "invalid definition; nothing was published: " + "; ".join(errors),
+                    triggerId=trigger_id, errors=errors)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """A checked POST /triggers/{id}/test body."""
+
+    event: dict[str, Any]
+    customer: dict[str, Any] | None
+    customer_given: bool
+    definition: Any  # None: use the stored definition
+
+
+def parse_test_request(body: Any) -> DryRun:
+    """`{"event": {...}, "customer": {...} | null (optional), "definition": {...} (optional)}`."""
+    if not isinstance(body, dict):
+        raise ApiError(400, f"expected a JSON object with an 'event', not {_json_type(body)}")
+    unknown = sorted(set(body) - _TEST_REQUEST_FIELDS)
+    if unknown:
+        raise ApiError(400, f"unknown fields {unknown}: expected 'event', 'customer', 'definition'")
+    event = body.get("event")
+    if not isinstance(event, dict):
+        raise ApiError(400, "field 'event' must be a JSON object (the event to test)")
+    customer = body.get("customer")
+    if customer is not None and not isinstance(customer, dict):
+        raise ApiError(400, "field 'customer' must be a JSON object or null")
+    return DryRun(event, customer, "customer" in body, body.get("definition"))
+
+
+def dry_run_event(event: dict[str, Any], source: Source, now: datetime) -> Event:
+    """The test event as the intake would read it from `source`'s topic; 400 when malformed."""
+    try:
+        raw = json.dumps(event, allow_nan=False).encode()
+        return parse_event(raw, source, DRY_RUN_EVENT_ID, now)
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, f"event: not valid JSON: {exc}") from None
+    except MalformedEvent as exc:
+        raise ApiError(400, f"event: {exc.reason}", errors=[{"index": 0, "error": exc.reason}]) from None
+
+
+def public_trigger(trigger: CompiledTrigger) -> dict[str, Any]:
+    """A definition as the read endpoints show it: the webhook secret and header values
+    (often credentials) masked, header names kept."""
+    data = trigger.definition.public_dict()
+    action = data.get("action")
+    if isinstance(action, dict) and isinstance(action.get("headers"), dict):
+        action["headers"] = {name: MASK for name in action["headers"]}
+    return data
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# -- views ---------------------------------------------------------------------------------
+
+
+class ApiView(View):
+    """Errors as JSON: ApiError with its status, a method the view lacks as a 405 with
+    `Allow`, anything unexpected as a 500."""
+
+    def get_methods(self) -> set[str]:
+        # Route every method here, so the ones not implemented get a JSON 405 too.
+        return set(_ROUTED_METHODS)
+
+    def allowed_methods(self) -> set[str]:
+        methods = set(super().get_methods())
+        if "GET" not in methods:
+            methods.discard("HEAD")  # faust answers HEAD with get()
+        return methods
+
+    async def dispatch(self, request: Any) -> Any:
+        try:
+            return await super().dispatch(request)
+        except ApiError as exc:
+            return self.json(exc.body, status=exc.status, headers=exc.headers or None)
+        except Exception:
+            log.exception("API request failed", extra={"method": request.method, "path": request.path})
+            return self.json({"error": "internal error"}, status=500)
+
+    async def on_request_error(self, request: Request, exc: WebError) -> Response:
+        allow = {"Allow": ", ".join(sorted(self.allowed_methods()))} if exc.code == 405 else None
+        return self.error(exc.code, exc.detail, headers=allow, **exc.extra_context)
+
+
+@dataclass
+class Api:
+    """What the views need, bound once in register_api."""
+
+    app: TriggerApp
+    pipeline: Pipeline
+    metrics: Metrics
+    definitions: TopicT
+    token: str | None
+
+    async def write_body(self, request: Request) -> Any:
+        """Authorise a write, then read its body (bounded) as JSON."""
+        check_bearer(request.headers.get("Authorization"), self.token)
+        check_content_length(request.headers.get("Content-Length"))
+        return parse_json_body(await _read_bounded(request))
+
+    def authorise(self, request: Request) -> None:
+        check_bearer(request.headers.get("Authorization"), self.token)
+
+    async def publish(self, topic: str, records: list[tuple[str, Any]], **details: Any) -> None:
+        """Publish every record (all or none are too large), then wait until the producer
+        has handed them to the broker."""
+        check_record_sizes(records, self.app.conf.producer_max_request_size)
+        published = 0
+        try:
+            for key, value in records:
+                await self.pipeline.send(topic, key, value)
+                published += 1
+            await self.app.producer.flush()
+        except Exception as exc:
+            log.exception("API could not publish", extra={"topic": topic, "published": published,
+                                                          "records": len(records)})
+            raise ApiError(503, f"could not publish to Kafka ({published} of {len(records)} records sent; "
+                                f"retry the request): {type(exc).__name__}", published=published, **details) from exc
+
+    async def delete_definition(self, trigger_id: str) -> None:
+        """Publish the tombstone (a null value: Pipeline.send would JSON-encode None) and wait
+        for the broker's acknowledgement."""
+        try:
+            sent = await self.definitions.send(key=trigger_id.encode(), value=None)
+            await sent
+        except Exception as exc:
+            log.exception("API could not publish a tombstone", extra={"triggerId": trigger_id})
+            raise ApiError(503, f"could not publish to Kafka (retry the request): {type(exc).__name__}",
+                           triggerId=trigger_id) from exc
+
+
+async def _read_bounded(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, read no further than one byte past `limit` (then 413)."""
+    content = cast(aiohttp_web.Request, request).content
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await content.read(64 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is larger than {limit} bytes", limit=limit)
+        chunks.append(chunk)
+
+
+def register_api(app: TriggerApp, pipeline: Pipeline, sinks: Sinks, metrics: Metrics) -> None:
+    """Add the API's pages to `app` (paths work with and without a trailing slash)."""
+    del sinks  # part of the signature for future views; nothing needs it yet
+    definitions = app.topic(app.names.definitions, key_serializer="raw", value_serializer="raw")
+    api = Api(app, pipeline, metrics, definitions, token_of(app.settings.api_token))
+    if api.token is None:
+        log.warning("HTTP write endpoints are open: TRIGGERS_API_TOKEN is not set")
+
+    def page(path: str, name: str, view: type[View]) -> None:
+        for variant in (path, path + "/"):
+            routed = type(f"{view.__name__}_{len(variant)}", (view,), {})
+            app.page(variant, name=f"api-{name}{'-slash' if variant.endswith('/') else ''}")(routed)
+
+    class Events(ApiView):
+        async def post(self, request: Request) -> Response:
+            events = prepare_events(await api.write_body(request), Source.STREAMING)
+            ids = [e["id"] for e in events]  # a retry with these ids is recognised downstream
+            await api.publish(app.names.streaming, [(e["customerId"], e) for e in events], ids=ids)
+            return self.json({"accepted": len(events), "ids": ids}, status=202)
+
+    class Respond(ApiView):
+        async def post(self, request: Request) -> Response:
+            outcomes = prepare_events(await api.write_body(request), Source.OUTCOME)
+            ids = [e["id"] for e in outcomes]
+            await api.publish(app.names.outcomes, [(e["customerId"], e) for e in outcomes], ids=ids)
+            return self.json({"accepted": len(outcomes), "ids": ids}, status=202)
+
+    class TriggerList(ApiView):
+        async def get(self, request: Request) -> Response:
+            catalog = app.catalogs.triggers
+            return self.json({
+                "triggers": [public_trigger(catalog.items[key]) for key in sorted(catalog.items)],
+                "rejected": {key: catalog.rejected[key] for key in sorted(catalog.rejected)},
+            })
+
+    class Trigger(ApiView):
+        async def get(self, request: Request, trigger_id: str) -> Response:
+            catalog = app.catalogs.triggers
+            trigger = catalog.items.get(trigger_id)
+            if trigger is not None:
+                return self.json(public_trigger(trigger))
+            if trigger_id in catalog.rejected:
+                raise ApiError(404, f"trigger {trigger_id!r} was rejected", triggerId=trigger_id,
+                               errors=catalog.rejected[trigger_id])
+            raise ApiError(404, f"no trigger {trigger_id!r}", triggerId=trigger_id)
+
+        async def put(self, request: Request, trigger_id: str) -> Response:
+            definition = definition_for(await api.write_body(request), trigger_id)
+            await api.publish(app.names.definitions, [(trigger_id, definition)])
+            return self.json({"triggerId": trigger_id, "status": "accepted"}, status=202)
+
+        async def delete(self, request: Request, trigger_id: str) -> Response:
+            api.authorise(request)
+            await api.delete_definition(trigger_id)
+            return self.json({"triggerId": trigger_id, "status": "deleted"}, status=202)
+
+    class TriggerTest(ApiView):
+        async def post(self, request: Request, trigger_id: str) -> Response:
+            dry_run = parse_test_request(await api.write_body(request))
+            if dry_run.definition is not None:
+                trigger = compile_trigger(definition_for(dry_run.definition, trigger_id), trigger_id)
+            else:
+                found = app.catalogs.triggers.items.get(trigger_id)
+                if found is None:
+                    raise ApiError(404, f"no trigger {trigger_id!r}: save it first or send a 'definition'",
+                                   triggerId=trigger_id)
+                trigger = found
+            now = pipeline.clock()
+            event = dry_run_event(dry_run.event, trigger.definition.source, now)
+            customer = dry_run.customer if dry_run.customer_given else pipeline.customer(event.customer_id)
+            result = explain(trigger, event, customer, now)
+            return self.json({**result, "event": event.as_json(),
+                              "customerFrom": "request" if dry_run.customer_given else "table"})
+
+    class PrometheusMetrics(ApiView):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(metrics.render(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    page("/events", "events", Events)
+    page("/respond", "respond", Respond)
+    page("/triggers", "triggers", TriggerList)
+    page("/triggers/{trigger_id}", "trigger", Trigger)
+    page("/triggers/{trigger_id}/test", "trigger-test", TriggerTest)
+    page("/metrics", "metrics", PrometheusMetrics)
