@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: help install run broker worker apply test unit integration lint typecheck clean
+.PHONY: help install run broker worker apply test unit integration lint typecheck clean bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,3 +48,6 @@ typecheck: $(STAMP) ## mypy (strict) on app/
 
 clean: ## Remove the virtualenv, local state and caches
 	rm -rf $(VENV) data .run .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+bench: $(STAMP) ## Throughput, latency and memory figures on a fresh embedded broker (bench/results/)
+	$(BIN)/python -m bench.run
