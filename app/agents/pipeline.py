@@ -167,7 +167,11 @@ class Pipeline:
             return  # deleted meanwhile, or this tick already ran (a re-published tick)
         visited = 0
         prefix = f"{CUSTOMERS}|"
-        for key, row in list(self.rows.items()):
+        # Walk the local store lazily, yielding now and then, so a large audience neither
+        # loads into memory at once nor starves event processing.
+        for scanned, (key, row) in enumerate(self.rows.items(), start=1):
+            if scanned % 500 == 0:
+                await asyncio.sleep(0)
             customer_id = key[len(prefix):] if key.startswith(prefix) else None
             if customer_id is None or partition_for(customer_id, self.settings.partitions) != message.partition:
                 continue
@@ -176,8 +180,6 @@ class Pipeline:
                                         self.clock())
             await self._apply(event, result)
             visited += 1
-            if visited % 200 == 0:
-                await asyncio.sleep(0)  # a large audience must not starve event processing
         self.ticks_done[done_key] = scheduled_at.isoformat()
         log.info("schedule tick ran", extra={"triggerId": trigger.id, "scheduledAt": tick["scheduledAt"],
                                              "partition": message.partition, "customers": visited})

@@ -27,6 +27,11 @@ def main() -> int:
             data_dir = Path(env.get("TRIGGERS_DATA_DIR", "./data"))
             shutil.rmtree(data_dir, ignore_errors=True)
         env["KAFKA_BOOTSTRAP_SERVERS"] = f"localhost:{EMBEDDED_PORT}"
+    # The example webhooks go to a local receiver that prints them: allow loopback URLs
+    # for this demo only (production keeps the default refusal).
+    env.setdefault("TRIGGERS_ALLOW_PRIVATE_URLS", "1")
+    receiver = subprocess.Popen([sys.executable, "-m", "app.cli.demo_receiver", "--port", "8099"])  # noqa: S603
+    print("webhook receiver on http://127.0.0.1:8099 prints every delivery")
     faust = [sys.executable, "-m", "faust", "-A", "app.main"]
     try:
         applied = subprocess.run([*faust, "triggers", "apply", "triggers_config"], env=env)  # noqa: S603
@@ -37,6 +42,7 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        receiver.terminate()
         if broker:
             broker.stop()
 
