@@ -47,6 +47,8 @@ class TriggerApp(faust.App):
         await super().on_first_start()
         await ensure_topics(self.settings, self.names)
         await self.add_runtime_dependency(self.registry)
+        if self.settings.api_token is None or not self.settings.api_token.get_secret_value().strip():
+            log.warning("HTTP write endpoints are open: TRIGGERS_API_TOKEN is not set")
         if not self.settings.licensed:
             log.warning("triggers are an Enterprise-tier feature: evaluating nothing",
                         extra={"licenseTier": self.settings.license_tier})

@@ -340,8 +340,6 @@ def register_api(app: TriggerApp, pipeline: Pipeline, sinks: Sinks, metrics: Met
     del sinks  # part of the signature for future views; nothing needs it yet
     definitions = app.topic(app.names.definitions, key_serializer="raw", value_serializer="raw")
     api = Api(app, pipeline, metrics, definitions, token_of(app.settings.api_token))
-    if api.token is None:
-        log.warning("HTTP write endpoints are open: TRIGGERS_API_TOKEN is not set")
 
     def page(path: str, name: str, view: type[View]) -> None:
         for variant in (path, path + "/"):

@@ -165,14 +165,15 @@ def _json(value: Any) -> bytes:
 @app.command(
     argument("event_json", type=str),
     option("--topic", default=None, help="Topic to send to (default: events.streaming)."),
+    option("--key", default=None, help="Message key (default: the event's customerId)."),
 )
-async def send_event(self: AppCommand, event_json: str, topic: str | None) -> None:
-    """Publish one event (a JSON object with type and customerId), keyed by its customer id."""
+async def send_event(self: AppCommand, event_json: str, topic: str | None, key: str | None) -> None:
+    """Publish one JSON message, keyed by its customerId (or --key, e.g. for a CDC envelope)."""
     try:
         event = json.loads(event_json)
-        key = str(event["customerId"])
+        key = key if key is not None else str(event["customerId"])
     except (ValueError, KeyError, TypeError):
-        print('expected a JSON object with "customerId", e.g. '
+        print('expected a JSON object with "customerId" (or give --key), e.g. '
               '\'{"type": "transaction", "customerId": "c-42", "amount": 1500}\'', file=sys.stderr)
         sys.exit(EXIT_USAGE)
     producer = AIOKafkaProducer(bootstrap_servers=app.settings.bootstrap_list, acks="all")
