@@ -163,8 +163,9 @@ class Pipeline:
         scheduled_at = datetime.fromisoformat(tick["scheduledAt"])
         done_key = f"{tick['triggerId']}|{message.partition}"
         last = self.ticks_done.get(done_key)
-        if trigger is None or (last is not None and datetime.fromisoformat(last) >= scheduled_at):
-            return  # deleted meanwhile, or this tick already ran (a re-published tick)
+        if trigger is None or trigger.definition.source is not Source.SCHEDULED or (
+                last is not None and datetime.fromisoformat(last) >= scheduled_at):
+            return  # deleted or changed meanwhile, or this tick already ran (a re-published tick)
         visited = 0
         prefix = f"{CUSTOMERS}|"
         # Walk the local store lazily, yielding now and then, so a large audience neither

@@ -33,6 +33,8 @@ class Scheduler:
 
     async def publish_due_ticks(self) -> None:
         now = self.clock()
+        # Forget triggers that were deleted or changed away, so a re-created one starts fresh.
+        self.checked_until = {tid: at for tid, at in self.checked_until.items() if tid in self.triggers.items}
         for trigger in list(self.triggers.items.values()):
             definition = trigger.definition
             if definition.source is not Source.SCHEDULED or not definition.enabled or definition.schedule is None:

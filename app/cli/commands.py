@@ -230,9 +230,7 @@ async def rows(self: AppCommand, subcommand: str, paths: tuple[str, ...], table:
     if subcommand != "load" or not paths:
         print("usage: rows load FILE... [--table NAME] [--dry-run]", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    errors = [f"{path}:{number}: {row}" for path in map(Path, paths) if path.exists()
-              for number, row in read_rows(path, table) if isinstance(row, str)]
-    errors += [f"{path}: no such file" for path in paths if not Path(path).exists()]
+    errors = [error for path in map(Path, paths) for error in _row_file_errors(path, table)]
     if errors:
         for error in errors:
             print(f"error: {error}", file=sys.stderr)
@@ -257,6 +255,15 @@ async def rows(self: AppCommand, subcommand: str, paths: tuple[str, ...], table:
     finally:
         await producer.stop()
     print(f"published {sent} row(s) to {app.names.rows}")
+
+
+def _row_file_errors(path: Path, table: str) -> list[str]:
+    if not path.is_file():
+        return [f"{path}: no such file"]
+    try:
+        return [f"{path}:{number}: {row}" for number, row in read_rows(path, table) if isinstance(row, str)]
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{path}: cannot read: {exc}"]
 
 
 def _row_record(row: RowLoad) -> dict[str, Any]:

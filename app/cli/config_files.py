@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from app.domain.definitions import (
     compile_journey,
     compile_schema_table,
 )
+from app.domain.intake import load_json
 from app.domain.rows import RowLoad
 from app.errors import InvalidDefinition
 
@@ -77,7 +77,7 @@ def _read_dir(path: Path, bundle: ConfigBundle) -> None:
 def _read_definitions(path: Path, kind: str, bundle: ConfigBundle) -> None:
     compile_, _id_field = KINDS[kind]
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         bundle.errors.append(f"{path}: cannot read JSON: {exc}")
         return

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from app.domain.intake import load_json
 from app.domain.rows import RowLoad, parse_row_load
 from app.errors import MalformedEvent
 
@@ -29,7 +30,7 @@ def _jsonl_rows(path: Path, table: str) -> Iterator[tuple[int, RowLoad | str]]:
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
+                data = load_json(line)
                 if isinstance(data, dict):
                     data.setdefault("table", table)
                 yield number, parse_row_load(json.dumps(data).encode())
@@ -60,7 +61,7 @@ def _cell(text: str | None) -> Any:
     if text is None or text == "":
         return None
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except ValueError:
-        return text
+        return text  # includes NaN and Infinity, which stay text rather than become non-JSON
     return value if isinstance(value, int | float | bool) or value is None else text

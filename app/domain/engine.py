@@ -12,7 +12,7 @@ from app.domain.cooldown import CooldownMark, effective_time, may_fire
 from app.domain.definitions import CompiledTrigger
 from app.domain.expressions import Scope
 from app.domain.matching import DefinitionIndex, passes_filters
-from app.domain.models import ActionCommand, Event, WebhookAction
+from app.domain.models import ActionCommand, Event, Source, WebhookAction
 from app.errors import ExpressionFailed
 
 _FIRING_NAMESPACE = uuid.UUID("6f1c2a8e-3b0d-4c8e-9a51-2f7d0e4b9c13")
@@ -126,9 +126,12 @@ def explain(trigger: CompiledTrigger, event: Event, customer: Mapping[str, Any] 
     Cooldown is not checked: a dry run has no customer history."""
     definition = trigger.definition
     event_json = event.as_json()
-    type_matches = definition.source is event.source and definition.event_type in (event.type, "*")
-    filters = [{"field": name, "expected": expected, "actual": event_json.get(name),
-                "passed": passes_filters({name: expected}, event_json)}
+    scheduled = definition.source is Source.SCHEDULED
+    # A scheduled trigger sees ticks (any eventType) and filters its audience on the row.
+    type_matches = scheduled or (definition.source is event.source and definition.event_type in (event.type, "*"))
+    filtered = (customer or {}) if scheduled else event_json
+    filters = [{"field": name, "expected": expected, "actual": filtered.get(name),
+                "passed": passes_filters({name: expected}, filtered)}
                for name, expected in definition.filters.items()]
     scope = Scope(event=event_json, customer=customer, now=now)
     conditions: list[dict[str, Any]] = []

@@ -61,7 +61,7 @@ class WebhookAction(Contract):
     url: AnyHttpUrl
     headers: dict[str, str] = Field(default_factory=dict)
     # Never copied into action commands or logs: sinks read it from the definition.
-    secret: SecretStr | None = None
+    secret: SecretStr | None = Field(default=None, min_length=1)
     payload: Any = None
 
 

@@ -62,12 +62,11 @@ class RowLoad:
 
 def parse_row_load(raw: bytes | None) -> RowLoad:
     """`{"table": "customers", "customerId": "c-42", "attributes": {...}}`, or `"delete": true`."""
-    import json
-
+    from app.domain.intake import load_json
     from app.errors import MalformedEvent
 
     try:
-        data = json.loads(raw) if raw is not None else None
+        data = load_json(raw) if raw is not None else None
     except (ValueError, RecursionError) as exc:
         raise MalformedEvent(f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -94,3 +94,17 @@ def test_tick_events_give_each_customer_its_own_firing_and_respect_cooldown() ->
     again = evaluate_scheduled(SCHEDULED, tick_event("winback", TICK + timedelta(minutes=30), "c-1"),
                                {"country": "DE", "tier": "gold"}, lambda _: mark, TICK + timedelta(minutes=30))
     assert again.firings == [] and again.cooled_down == ["winback"]
+
+
+def test_a_stale_check_never_runs_a_tick_older_than_the_catch_up_window() -> None:
+    # A worker that was leader a day ago and becomes leader again must not run yesterday's tick.
+    hourly = schedule("0 * * * *")
+    assert tick_to_run(hourly, utc(2026, 1, 1, 0, 30), utc(2026, 1, 2, 12, 30), timedelta(minutes=10)) is None
+    assert tick_to_run(hourly, utc(2026, 1, 1, 0, 30), utc(2026, 1, 2, 12, 5), timedelta(minutes=10)) == utc(
+        2026, 1, 2, 12)
+
+
+def test_the_latest_tick_is_found_however_many_ticks_the_window_holds() -> None:
+    every_minute = schedule("* * * * *")
+    now = utc(2026, 1, 1, 12, 0, 30)
+    assert tick_to_run(every_minute, None, now, timedelta(days=30)) == utc(2026, 1, 1, 12, 0)
