@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -42,6 +43,8 @@ class Catalog(Generic[T]):
         self._compile = compile
         self.items: dict[str, T] = {}
         self.rejected: dict[str, list[str]] = {}
+        # When each current version was published (the record's timestamp), if known.
+        self.published_at: dict[str, datetime] = {}
 
     def validate(self, value: bytes, key: str) -> T:
         """The compiled definition, or InvalidDefinition; changes nothing."""
@@ -50,7 +53,9 @@ class Catalog(Generic[T]):
     def get(self, item_id: str) -> T | None:
         return self.items.get(item_id)
 
-    def apply(self, key: str, value: bytes | None) -> None:
+    def apply(self, key: str, value: bytes | None, published_at: datetime | None = None) -> None:
+        if published_at is not None:
+            self.published_at[key] = published_at
         if value is None:
             self._remove(key)
             self.rejected.pop(key, None)
@@ -159,7 +164,8 @@ class DefinitionsReader(Service):
                     if record.key is None:
                         log.warning("definition without a key ignored", extra={"topic": tp.topic})
                     else:
-                        catalog.apply(record.key.decode("utf-8", "replace"), record.value)
+                        catalog.apply(record.key.decode("utf-8", "replace"), record.value,
+                                      datetime.fromtimestamp(record.timestamp / 1000, tz=UTC))
                     self.applied_offsets[tp.topic] = max(self.applied_offsets[tp.topic], record.offset)
             await self._mark_loaded_if_caught_up()
 

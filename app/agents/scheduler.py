@@ -42,6 +42,9 @@ class Scheduler:
             # On this leader's first pass, look back for missed ticks; a trigger that appears
             # later is new and starts from now (it must not fire for a tick before it existed).
             since = self.checked_until.get(trigger.id, None if self._first_pass else now)
+            published = self.triggers.published_at.get(trigger.id)
+            if published is not None:  # never a tick from before this version existed
+                since = max(since, published) if since is not None else max(published, now - self.catch_up)
             tick = tick_to_run(definition.schedule, since, now, self.catch_up)
             self.checked_until[trigger.id] = now
             if tick is not None:

@@ -39,9 +39,15 @@ async def test_every_minute_trigger_fires_once_for_each_matching_customer(
         firings = await deployment.firings(len(gold), lambda f: f["triggerId"] == "minutely-gold",
                                            settle=3.0, timeout=75)
         assert time.monotonic() - started < 70
-        assert Counter(f["customerId"] for f in firings) == Counter(gold)
-        ticks = {f["event"]["scheduledAt"] for f in firings}
-        assert len(ticks) == 1 and ticks.pop().endswith(":00+00:00")
+        by_tick: dict[str, list[str]] = {}
+        for firing in firings:
+            by_tick.setdefault(firing["event"]["scheduledAt"], []).append(firing["customerId"])
+        first = min(by_tick)
+        assert first.endswith(":00+00:00")
+        assert Counter(by_tick[first]) == Counter(gold)
+        # The next minute's tick may have begun while we read: never a repeat, never a non-match.
+        for customers in by_tick.values():
+            assert len(customers) == len(set(customers)) and set(customers) <= set(gold)
         assert all(f["event"]["type"] == "schedule.tick" for f in firings)
         reports = [await w.health() for w in deployment.workers]
         assert all(r and r["counters"].get("firings", 0) > 0 for r in reports), "both workers ran the tick"
