@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 from typing import Any, cast
 
@@ -26,6 +27,9 @@ from app.sinks.http import HttpDelivery
 from app.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
+
+# The definitions reader polls the broker every 0.5 s; this long without an answer is "down".
+BROKER_STALE_S = 10.0
 
 
 class TriggerApp(faust.App):
@@ -183,8 +187,11 @@ def health_report(app: TriggerApp, pipeline: Pipeline, sinks: Sinks) -> dict[str
     status = "ok" if loaded and settled else "starting"
     if not app.settings.licensed:
         status = "unlicensed"
+    answered = app.registry.broker_answered_at
     return {
         "status": status,
+        "broker": {"bootstrapServers": app.settings.kafka_bootstrap_servers,
+                   "connected": answered is not None and time.monotonic() - answered < BROKER_STALE_S},
         "licenseTier": app.settings.license_tier,
         "reason": None if app.settings.licensed else
         "triggers are an Enterprise-tier feature; set TRIGGERS_LICENSE_TIER=enterprise",

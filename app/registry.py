@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from mode import Service
 
 from app.domain.decisions import CompiledDecisionFlow
@@ -130,6 +132,8 @@ class DefinitionsReader(Service):
         self.applied_offsets: dict[str, int] = {topic: -1 for topic in catalogs}
         self._consumer: AIOKafkaConsumer | None = None
         self._end_offsets: dict[TopicPartition, int] = {}
+        # Monotonic time the broker last answered a metadata request: the worker's view of it.
+        self.broker_answered_at: float | None = None
 
     async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -158,6 +162,7 @@ class DefinitionsReader(Service):
         await self._mark_loaded_if_caught_up()
         while not self.should_stop:
             batches = await self._consumer.getmany(timeout_ms=500)
+            await self._check_broker()
             for tp, records in batches.items():
                 catalog = self.catalogs[tp.topic]
                 for record in records:
@@ -168,6 +173,17 @@ class DefinitionsReader(Service):
                                       datetime.fromtimestamp(record.timestamp / 1000, tz=UTC))
                     self.applied_offsets[tp.topic] = max(self.applied_offsets[tp.topic], record.offset)
             await self._mark_loaded_if_caught_up()
+
+    async def _check_broker(self) -> None:
+        # getmany() returns empty on a dead broker too; a metadata request every few
+        # seconds tells /health whether the broker actually answers.
+        if self._consumer is None or (self.broker_answered_at and time.monotonic() - self.broker_answered_at < 3):
+            return
+        try:
+            await asyncio.wait_for(self._consumer.topics(), timeout=3)
+            self.broker_answered_at = time.monotonic()
+        except (TimeoutError, KafkaError):
+            pass
 
     async def _mark_loaded_if_caught_up(self) -> None:
         if self.loaded.is_set() or self._consumer is None:

@@ -58,6 +58,9 @@ async def test_matching_event_fires_action_and_firing_record(engine: Deployment)
     commands = await engine.firings(1, of_trigger(trigger_id),
                                     topic=engine.topics.action("webhook"))
     assert commands == firings
+    report = await engine.workers[0].health()
+    assert report is not None and report["broker"]["connected"] is True
+    assert report["counters"]["firings"] >= 1
 
 
 async def test_triggers_fire_in_descending_priority_ties_by_id(engine: Deployment) -> None:
