@@ -68,3 +68,59 @@ async def test_kill_9_mid_stream_loses_nothing_and_repeats_little(kafka_bootstra
         deployment.stop()
         await deployment.kafka.stop()
         await receiver.stop()
+
+
+async def test_rolling_restart_of_both_workers_repeats_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    receiver = await Receiver().start()
+    deployment = await start_deployment(kafka_bootstrap, tmp_path, workers=2, partitions=4, env=ENV)
+    total = 1500
+    try:
+        await deployment.put_definition({"id": "every-order", "source": "streaming", "eventType": "order",
+                                         "action": {"type": "webhook", "url": receiver.url("rolling")}})
+        restarts = {total // 4: deployment.workers[0], total // 2: deployment.workers[1]}
+        for n in range(total):
+            await deployment.send_event({"type": "order", "customerId": f"c-{n % CUSTOMERS}", "id": f"r-{n}"})
+            if n in restarts:
+                worker = restarts[n]
+                # SIGTERM: commit, leave the group. In a thread: this loop also serves the receiver.
+                await asyncio.to_thread(worker.stop)
+                worker.start()
+                await worker.wait_healthy()
+            await asyncio.sleep(1 / RATE)
+
+        await receiver.wait_for("rolling", total, status=200, timeout=120)
+        await asyncio.sleep(3)  # room for any repeat to show up
+        deliveries = Counter(r.headers["Idempotency-Key"] for r in receiver.to("rolling", 200))
+        repeated = sum(count - 1 for count in deliveries.values())
+        print(f"\nrolling restart: events {total}, delivered {len(deliveries)}, repeated {repeated}")
+        assert len(deliveries) == total and repeated == 0
+    finally:
+        deployment.stop()
+        await deployment.kafka.stop()
+        await receiver.stop()
+
+
+async def test_cooldown_survives_a_restart_with_an_empty_data_directory(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    deployment = await start_deployment(kafka_bootstrap, tmp_path, workers=1, partitions=4)
+    try:
+        await deployment.put_definition({"id": "once-a-day", "source": "streaming", "eventType": "visit",
+                                         "cooldownMinutes": 1440,
+                                         "action": {"type": "enroll_journey", "journeyId": "daily"}})
+        await deployment.send_event({"type": "visit", "customerId": "c-before", "id": "v-1"})
+        assert len(await deployment.firings(1)) == 1
+
+        worker = deployment.workers[0]
+        await asyncio.to_thread(worker.stop)
+        for path in sorted(worker.data_dir.rglob("*"), reverse=True):  # rm -r, children first
+            path.rmdir() if path.is_dir() else path.unlink()
+        worker.start()
+        await worker.wait_healthy()  # state rebuilt from the changelog topics
+
+        await deployment.send_event({"type": "visit", "customerId": "c-before", "id": "v-2"})
+        await deployment.send_event({"type": "visit", "customerId": "c-new", "id": "v-3"})
+        firings = await deployment.firings(2, settle=2.0)
+        assert sorted(f["eventId"] for f in firings) == ["v-1", "v-3"]
+    finally:
+        deployment.stop()
+        await deployment.kafka.stop()
