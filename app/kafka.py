@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import aiokafka
@@ -9,6 +10,7 @@ from aiokafka.partitioner import murmur2
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 
+@lru_cache(maxsize=65_536)
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default (Java and aiokafka) partitioner gives a string key."""
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions

@@ -137,6 +137,8 @@ class Pipeline:
     async def _evaluate(self, event: Event) -> None:
         self.counters[f"events.{event.source.value}"] += 1
         self.metrics.events_in.labels(event.source.value).inc()
+        if not self.catalogs.triggers.index.candidates(event.source, event.type):
+            return  # most events match no trigger: skip the state reads entirely
         started = time.perf_counter()
         customer = self.customer(event.customer_id)
         result = evaluate(self.catalogs.triggers.index, event, customer,

@@ -25,7 +25,8 @@ def parse_event(raw: bytes | None, source: Source, fallback_id: str, arrival: da
     event_type = _required_text(data, "type")
     customer_id = _required_text(data, "customerId")
     fields = {k: v for k, v in data.items() if k not in RESERVED}
-    return Event(
+    # Every field was checked above: skip pydantic's second validation on the hot path.
+    return Event.model_construct(
         id=_optional_text(data, "id") or fallback_id,
         type=event_type,
         customer_id=customer_id,
