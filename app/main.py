@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, cast
 
 import faust
 from faust import Stream
-from faust.types import StreamT
+from faust.types import EventT, Message, StreamT, TopicT
 from faust.web import Request, Response, View
 
 from app.agents.pipeline import Pipeline
@@ -96,78 +97,48 @@ def build_app(settings: Settings) -> TriggerApp:
     sinks = Sinks(app, settings, app.names, app.catalogs, pipeline, performed, enrollments, http,
                   pipeline.clock)
 
-    async def until_ready() -> bool:
+    async def gate() -> None:
+        """Wait until every definition is loaded; unlicensed, wait forever: consuming
+        nothing means no event is lost once the licence is fixed."""
         if not settings.licensed:
-            return False
-        await app.registry.wait_loaded()
-        return True
-
-    @app.agent(pipeline.source_topic, name="intake")
-    async def intake(stream: StreamT[bytes]) -> None:
-        if not await until_ready():
-            await asyncio.Future()  # unlicensed: consume nothing, so nothing is lost
-        async for event in stream.events():
-            await pipeline.on_source_message(event.message)
-
-    @app.agent(pipeline.rerouted_topic, name="rerouted")
-    async def rerouted(stream: StreamT[bytes]) -> None:
-        if not await until_ready():
             await asyncio.Future()
+        await app.registry.wait_loaded()
+
+    def agent(channel: TopicT, name: str, handle: Callable[[Message], Awaitable[None]]) -> None:
+        async def run(stream: StreamT[bytes]) -> None:
+            await gate()
+            async for event in stream.events():
+                await handle(event.message)
+        app.agent(channel, name=name)(run)
+
+    def manually_acked_agent(channel: TopicT, name: str,
+                             handle: Callable[[EventT[bytes]], Awaitable[None]]) -> None:
+        # HTTP deliveries run in their own tasks and acknowledge their message when done.
+        async def run(stream: StreamT[bytes]) -> None:
+            await gate()
+            async for event in cast(Stream[bytes], stream).noack().events():
+                await handle(event)
+        app.agent(channel, name=name)(run)
+
+    agent(pipeline.source_topic, "intake", pipeline.on_source_message)
+    agent(pipeline.rerouted_topic, "rerouted", pipeline.on_rerouted_message)
+    agent(pipeline.ticks_topic, "schedule-ticks", pipeline.on_tick)
+    agent(sinks.topics["enroll_journey"], "sink-enroll-journey", sinks.on_enroll_journey)
+    agent(sinks.topics["update_attribute"], "sink-update-attribute", sinks.on_update_attribute)
+    agent(sinks.journey_events_topic, "journey-events", sinks.on_journey_event)
+    manually_acked_agent(sinks.topics["webhook"], "sink-webhook", sinks.on_webhook)
+    manually_acked_agent(sinks.topics["fire_recommend"], "sink-fire-recommend", sinks.on_fire_recommend)
+
+    @app.agent(pipeline.definitions_topic, name="definition-errors")
+    async def definition_errors(stream: StreamT[bytes]) -> None:
+        # Not gated: invalid definitions are reported even by an unlicensed worker.
         async for event in stream.events():
-            await pipeline.on_rerouted_message(event.message)
+            await pipeline.on_definition_message(event.message)
 
     @app.timer(interval=1.0, on_leader=True)  # type: ignore[untyped-decorator]
     async def schedule_clock() -> None:
         if app.registry.loaded.is_set() and settings.licensed:
             await scheduler.publish_due_ticks()
-
-    @app.agent(pipeline.ticks_topic, name="schedule-ticks")
-    async def schedule_ticks(stream: StreamT[bytes]) -> None:
-        if not await until_ready():
-            await asyncio.Future()
-        async for event in stream.events():
-            await pipeline.on_tick(event.message)
-
-    # Deliveries over HTTP acknowledge each message themselves when the delivery ends.
-    @app.agent(sinks.topics["webhook"], name="sink-webhook")
-    async def webhook_sink(stream: StreamT[bytes]) -> None:
-        if not await until_ready():
-            await asyncio.Future()
-        async for event in cast(Stream[bytes], stream).noack().events():
-            await sinks.on_webhook(event)
-
-    @app.agent(sinks.topics["fire_recommend"], name="sink-fire-recommend")
-    async def fire_recommend_sink(stream: StreamT[bytes]) -> None:
-        if not await until_ready():
-            await asyncio.Future()
-        async for event in cast(Stream[bytes], stream).noack().events():
-            await sinks.on_fire_recommend(event)
-
-    @app.agent(sinks.topics["enroll_journey"], name="sink-enroll-journey")
-    async def enroll_journey_sink(stream: StreamT[bytes]) -> None:
-        if not await until_ready():
-            await asyncio.Future()
-        async for event in stream.events():
-            await sinks.on_enroll_journey(event.message)
-
-    @app.agent(sinks.journey_events_topic, name="journey-events")
-    async def journey_events(stream: StreamT[bytes]) -> None:
-        if not await until_ready():
-            await asyncio.Future()
-        async for event in stream.events():
-            await sinks.on_journey_event(event.message)
-
-    @app.agent(sinks.topics["update_attribute"], name="sink-update-attribute")
-    async def update_attribute_sink(stream: StreamT[bytes]) -> None:
-        if not await until_ready():
-            await asyncio.Future()
-        async for event in stream.events():
-            await sinks.on_update_attribute(event.message)
-
-    @app.agent(pipeline.definitions_topic, name="definition-errors")
-    async def definition_errors(stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await pipeline.on_definition_message(event.message)
 
     @app.page("/health")
     async def health(view: View, request: Request) -> Response:
