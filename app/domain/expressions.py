@@ -43,8 +43,19 @@ def _safe_pow(base: Any, exponent: Any) -> Any:
     return operator.pow(base, exponent)
 
 
-def _sized(value: Any) -> int:
-    return len(value) if isinstance(value, str | bytes | list | tuple) else 0
+def _sized(value: Any, limit: int = MAX_SEQUENCE_LENGTH) -> int:
+    """Elements of a sequence counted through nested lists, stopping once past `limit`:
+    `[[1] * 100000] * 100000` is short at the top and ten billion elements deep."""
+    if isinstance(value, str | bytes):
+        return len(value)
+    if not isinstance(value, list | tuple):
+        return 0
+    total = len(value)
+    for item in value:
+        if total > limit:
+            break
+        total += _sized(item, limit - total)
+    return total
 
 
 def _safe_mult(left: Any, right: Any) -> Any:

@@ -274,3 +274,9 @@ def test_percent_formatting_cannot_build_an_oversized_string():
 @pytest.mark.parametrize("field", ["format", "mro", "func_name"])
 def test_any_event_field_is_readable_as_an_attribute(field):
     assert run(f"event.{field}", event={field: "pdf"}) == "pdf"
+
+
+@pytest.mark.parametrize("text", ["[[1] * 100000] * 100000", "[['a' * 50000] * 2] * 100", "[[[0] * 300] * 300] * 2"])
+def test_nested_repetition_is_measured_deep_not_just_at_the_top(text):
+    with pytest.raises(ExpressionFailed, match="too long"):
+        run(text)
