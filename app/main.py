@@ -77,6 +77,7 @@ def build_app(settings: Settings) -> TriggerApp:
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         consumer_auto_offset_reset="earliest",
+        recovery_consistency_check=settings.recovery_consistency_check,
         logging_config=logging_config(settings.log_format == "json"),
         autodiscover=["app.cli.commands"],
         origin="app.main",

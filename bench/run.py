@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.cli.devbroker import EmbeddedBroker, free_port
+from app.cli.devbroker import WORKER_ENV, EmbeddedBroker, free_port
 from app.topics import Topics
 from tests.support.worker import WorkerProcess
 
@@ -99,7 +99,7 @@ class Deployment:
         self.bootstrap = bootstrap
         self.topics = Topics(f"b{tag}.")
         self.worker = WorkerProcess(bootstrap, f"bench-{tag}", self.topics.prefix, workdir, name,
-                                    partitions=PARTITIONS, env={"TRIGGERS_ALLOW_PRIVATE_URLS": "1"})
+                                    partitions=PARTITIONS, env={"TRIGGERS_ALLOW_PRIVATE_URLS": "1", **WORKER_ENV})
 
     async def publish(self, topic: str, items: list[dict[str, Any]], id_field: str = "id") -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
@@ -228,7 +228,8 @@ async def main() -> int:
         print(f"(a) bare consumer: {raw:,.0f} events/s", flush=True)
         ten = await engine_throughput(broker.bootstrap, workdir, events10, definitions(10, types10), "defs10")
         print(f"(b) engine, 10 definitions: {ten['eventsPerSecond']:,.0f} events/s", flush=True)
-        thousand = await engine_throughput(broker.bootstrap, workdir, events200, definitions(1000, types200), "defs1000")
+        thousand = await engine_throughput(broker.bootstrap, workdir, events200, definitions(1000, types200),
+                                           "defs1000")
         print(f"(c) engine, 1000 definitions: {thousand['eventsPerSecond']:,.0f} events/s", flush=True)
         latency = await steady_latency(broker.bootstrap, workdir, rate=100, seconds=args.latency_seconds)
         print("(d)(e) latency measured", flush=True)
