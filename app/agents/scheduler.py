@@ -45,7 +45,11 @@ class Scheduler:
             published = self.triggers.published_at.get(trigger.id)
             if published is not None:  # never a tick from before this version existed
                 since = max(since, published) if since is not None else max(published, now - self.catch_up)
-            tick = tick_to_run(definition.schedule, since, now, self.catch_up)
+            try:
+                tick = tick_to_run(definition.schedule, since, now, self.catch_up)
+            except Exception:  # one broken schedule must not stop the others
+                log.exception("schedule could not be computed", extra={"triggerId": trigger.id})
+                continue
             self.checked_until[trigger.id] = now
             if tick is not None:
                 await self._publish(trigger.id, tick)

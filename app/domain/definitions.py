@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.domain.decisions import CompiledDecisionFlow, DecisionFlowDefinition, compile_flow
 from app.domain.expressions import Expression, parse_expression
-from app.domain.intake import load_json
+from app.domain.intake import check_json_value, load_json
 from app.domain.journeys import JourneyDefinition
 from app.domain.models import TriggerDefinition, UpdateAttributeAction, WebhookAction
 from app.domain.schema import SchemaTable
@@ -67,6 +67,10 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
 
 def _as_object(value: bytes | str | dict[str, Any], key: str | None) -> dict[str, Any]:
     if isinstance(value, dict):
+        try:
+            check_json_value(value)
+        except ValueError as exc:
+            raise InvalidDefinition(key, [str(exc)]) from None
         return value
     try:
         data = load_json(value)

@@ -48,6 +48,10 @@ def _sized(value: Any, limit: int = MAX_SEQUENCE_LENGTH) -> int:
     `[[1] * 100000] * 100000` is short at the top and ten billion elements deep."""
     if isinstance(value, str | bytes):
         return len(value)
+    if isinstance(value, Record):
+        value = value._data
+    if isinstance(value, Mapping):
+        value = list(value.values())
     if not isinstance(value, list | tuple):
         return 0
     total = len(value)
@@ -91,7 +95,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "abs": abs,
     "min": min,
     "max": max,
-    "round": round,
+    # round(1, -10**8) would compute 10**(10**8) in C, uninterruptibly.
+    "round": lambda x, digits=0: round(x, max(-30, min(30, int(digits)))),
     "int": int,
     "float": float,
     "str": str,
@@ -162,6 +167,8 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
         if not node.attr.startswith("_"):
             target = self._eval(node.value)
             if isinstance(target, Record):
+                return target[node.attr]
+            if isinstance(target, Mapping):  # e.g. an object inside a list field: data, not methods
                 return target[node.attr]
         return super()._eval_attribute(node)
 

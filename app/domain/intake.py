@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,9 +95,38 @@ def _finite_float(text: str) -> float:
     return value
 
 
+MAX_JSON_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_json_value(value: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse what parses but cannot be written back out: nesting deeper than `max_depth`
+    (the JSON encoder gives up at 256, Python's recursion sooner) and lone UTF-16 surrogates
+    (no UTF-8 encoding exists for them)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii() and _SURROGATE.search(node):
+                raise ValueError("text contains a lone UTF-16 surrogate")
+            continue
+        if not isinstance(node, dict | list):
+            continue
+        if depth > max_depth:
+            raise ValueError(f"nested deeper than {max_depth} levels")
+        items = node.items() if isinstance(node, dict) else ((None, v) for v in node)
+        for key, item in items:
+            if key is not None:
+                stack.append((key, depth))
+            stack.append((item, depth + 1))
+
+
 def load_json(raw: bytes | str) -> Any:
-    """Strict JSON: no NaN, no Infinity, no number that only parses as infinity."""
-    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    """Strict JSON: no NaN, no Infinity, no number that only parses as infinity, nothing
+    nested deeper than MAX_JSON_DEPTH, no lone surrogates."""
+    value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    check_json_value(value)
+    return value
 
 
 def _json_object(raw: bytes | None) -> dict[str, Any]:

@@ -95,6 +95,10 @@ class Schedule(Contract):
 
         if len(value.split()) != 5 or not croniter.is_valid(value):
             raise ValueError(f"not a 5-field cron expression: {value!r}")
+        try:  # "0 0 31 2 *" is valid syntax but never fires
+            croniter(value).get_next(float)
+        except Exception:  # noqa: BLE001 - croniter signals "no such date" several ways
+            raise ValueError(f"cron expression {value!r} never fires") from None
         return value
 
     @field_validator("timezone")

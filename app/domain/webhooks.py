@@ -8,7 +8,6 @@ import hmac
 import ipaddress
 import json
 import random
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -18,8 +17,20 @@ from app.domain.expressions import SCOPE_NAMES, Expression, Scope, parse_express
 from app.errors import InvalidExpression
 
 TEMPLATE_NAMES = SCOPE_NAMES | {"trigger", "firing"}
-# A placeholder's expression never contains "}}", so two placeholders never read as one.
-_PLACEHOLDER = re.compile(r"\{\{((?:(?!\}\}).)+)\}\}")
+def _segments(text: str) -> list[tuple[bool, str]]:
+    """Split text into (is_placeholder, content) runs with two find() scans per placeholder,
+    linear in the text (a regex for this backtracks quadratically on "{{{{{{...")."""
+    parts: list[tuple[bool, str]] = []
+    position = 0
+    while True:
+        start = text.find("{{", position)
+        end = text.find("}}", start + 2) if start >= 0 else -1
+        if start < 0 or end < 0:
+            parts.append((False, text[position:]))
+            return [p for p in parts if p[1]]
+        parts.append((False, text[position:start]))
+        parts.append((True, text[start + 2:end].strip()))
+        position = end + 2
 
 # --- payload templates ------------------------------------------------------------------
 
@@ -42,11 +53,11 @@ class Template:
             return [self._render(value, scope) for value in node]
         if not isinstance(node, str):
             return node
-        found = list(_PLACEHOLDER.finditer(node))
-        if len(found) == 1 and found[0].group(0) == node.strip():
-            return _plain(self.expressions[found[0].group(1).strip()].evaluate(scope))
-        return _PLACEHOLDER.sub(
-            lambda m: _text(_plain(self.expressions[m.group(1).strip()].evaluate(scope))), node)
+        parts = _segments(node.strip())
+        if len(parts) == 1 and parts[0][0]:
+            return _plain(self.expressions[parts[0][1]].evaluate(scope))
+        return "".join(_text(_plain(self.expressions[content].evaluate(scope))) if is_expr else content
+                       for is_expr, content in _segments(node))
 
 
 def compile_template(source: Any) -> Template:
@@ -73,7 +84,7 @@ def _placeholders(node: Any) -> list[str]:
     if isinstance(node, list):
         return [p for value in node for p in _placeholders(value)]
     if isinstance(node, str):
-        return [m.group(1).strip() for m in _PLACEHOLDER.finditer(node)]
+        return [content for is_expr, content in _segments(node) if is_expr]
     return []
 
 
@@ -162,8 +173,12 @@ _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
 def refused_address_reason(address: str) -> str | None:
     """Why an outbound connection to `address` is refused (loopback, private, link-local...)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local:
+            return f"{address} is a site-local address"
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None:  # the IPv4 address a tunnel or mapping really reaches
+            ip = embedded
     checks = (("loopback", ip.is_loopback), ("private", ip.is_private),
               ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
               ("unspecified", ip.is_unspecified), ("reserved", ip.is_reserved),
