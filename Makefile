@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: help install run broker worker apply test unit integration lint typecheck clean bench
+.PHONY: help install run broker worker apply test reliability unit integration lint typecheck clean bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,8 +31,11 @@ worker: $(STAMP) ## Only a worker, against KAFKA_BOOTSTRAP_SERVERS
 apply: $(STAMP) ## Validate and publish triggers_config/
 	$(BIN)/faust -A app.main triggers apply triggers_config
 
-test: $(STAMP) ## The whole suite: unit tests and integration tests on a real broker
-	$(BIN)/python -m pytest -q
+test: $(STAMP) ## Unit and integration tests on a real broker (all but the crash tests)
+	$(BIN)/python -m pytest -q -m "not reliability"
+
+reliability: $(STAMP) ## Crash, restart and recovery tests; prints lost/repeated figures
+	$(BIN)/python -m pytest -q -s -m reliability tests/integration
 
 unit: $(STAMP) ## Only the unit tests (no broker)
 	$(BIN)/python -m pytest -q tests/unit
