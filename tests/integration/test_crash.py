@@ -62,7 +62,8 @@ async def test_kill_9_mid_stream_loses_nothing_and_repeats_little(kafka_bootstra
               f"undelivered {len(undelivered)}, repeated deliveries {repeated} "
               f"({repeated / EVENTS:.2%}), cooldown firings per customer max {max(cooled.values())}")
         missing = sorted({f"o-{n}" for n in range(EVENTS)} - fired_events, key=lambda e: int(e[2:]))
-        assert lost == 0, f"never fired: {missing} (partitions {[partition_for(f'c-{int(e[2:]) % CUSTOMERS}', 4) for e in missing]})"
+        partitions = [partition_for(f"c-{int(e[2:]) % CUSTOMERS}", 4) for e in missing]
+        assert lost == 0, f"never fired: {missing} (partitions {partitions})"
         assert not undelivered
         assert repeated < EVENTS * 0.01
         # The 600-minute cooldown held across the crash, wherever each customer's partition went.
