@@ -305,6 +305,7 @@ class Sinks:
     def end_enrollment(self, customer_id: str, journey_id: str, enrollment_id: str | None, status: str) -> None:
         state, ended = journeys.end(self._enrollments(customer_id), journey_id, enrollment_id, self.clock())
         if ended:
+            self.counters["journeys.ended"] += len(ended)
             self.enrollments[customer_id] = [e.to_json() for e in state]
             log.info("enrollment ended", extra={"customerId": customer_id, "journeyId": journey_id,
                                                 "status": status, "count": len(ended)})
