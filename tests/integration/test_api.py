@@ -403,3 +403,25 @@ async def test_metrics_count_the_firings_seen_on_the_topic(engine: Deployment, h
     counted = sum(float(value) for labels, value in pattern.findall(text) if f'trigger="{trigger_id}"' in labels)
     assert counted == len(firings)
     assert re.search(r'^triggers_events_in_total\{source="streaming"\} \d', text, re.MULTILINE)
+
+
+async def test_secrets_never_leak_into_commands_metrics_health_or_logs(
+        engine: Deployment, http: httpx.AsyncClient) -> None:
+    secret, credential = "leak-check-secret-" + unique("s"), "leak-check-credential-" + unique("c")
+    trigger_id, event_type = unique("leak"), unique("t")
+    action = {"type": "webhook", "url": "https://example.test/hook", "secret": secret,
+              "headers": {"Authorization": f"Bearer {credential}"}}
+    await put_trigger(http, trigger_id, webhook_trigger(event_type, action=action))
+    assert (await http.post("/events", json={"type": event_type, "customerId": unique("c")})).status_code == 202
+
+    firings = await read_until(engine, engine.topics.firings, lambda r: r.value["triggerId"] == trigger_id)
+    commands = await read_until(engine, engine.topics.action("webhook"), lambda r: r.value["triggerId"] == trigger_id)
+    exposed = [
+        *(r.raw.decode() for r in firings + commands if r.raw),
+        (await http.get("/metrics")).text,
+        (await http.get("/health")).text,
+        (await http.get("/triggers")).text,
+        engine.workers[0].log_path.read_text(errors="replace"),
+    ]
+    for text in exposed:
+        assert secret not in text and credential not in text
