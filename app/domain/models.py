@@ -6,7 +6,9 @@ import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
@@ -91,8 +93,6 @@ class Schedule(Contract):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from croniter import croniter
-
         if len(value.split()) != 5 or not croniter.is_valid(value):
             raise ValueError(f"not a 5-field cron expression: {value!r}")
         try:  # "0 0 31 2 *" is valid syntax but never fires
@@ -104,8 +104,6 @@ class Schedule(Contract):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, OSError):

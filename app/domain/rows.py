@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app.domain.intake import load_json
+from app.errors import MalformedEvent
+
 
 @dataclass(frozen=True)
 class RowChange:
@@ -62,9 +65,6 @@ class RowLoad:
 
 def parse_row_load(raw: bytes | None) -> RowLoad:
     """`{"table": "customers", "customerId": "c-42", "attributes": {...}}`, or `"delete": true`."""
-    from app.domain.intake import load_json
-    from app.errors import MalformedEvent
-
     try:
         data = load_json(raw) if raw is not None else None
     except (ValueError, RecursionError) as exc:

@@ -13,7 +13,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from app.domain.expressions import SCOPE_NAMES, Expression, Scope, parse_expression
+from app.domain.expressions import SCOPE_NAMES, Expression, Record, Scope, parse_expression
 from app.errors import InvalidExpression
 
 TEMPLATE_NAMES = SCOPE_NAMES | {"trigger", "firing"}
@@ -95,8 +95,6 @@ def _text(value: Any) -> str:
 
 def _plain(value: Any) -> Any:
     """Expression results as JSON: Records back to objects, times as ISO 8601."""
-    from app.domain.expressions import Record
-
     if isinstance(value, Record):
         return dict(value._data)
     if isinstance(value, datetime):
