@@ -19,7 +19,7 @@ from app.agents.scheduler import Scheduler
 from app.agents.sinks import Sinks
 from app.api import register_api
 from app.domain.webhooks import RetryPolicy
-from app.kafka import transport_class
+from app.kafka import Consumer, transport_class
 from app.logs import logging_config
 from app.metrics import Metrics
 from app.registry import Catalogs, DefinitionsReader
@@ -105,10 +105,15 @@ def build_app(settings: Settings) -> TriggerApp:
             await asyncio.Future()
         await app.registry.wait_loaded()
 
+    def handed_over(message: Message) -> None:
+        """Only a message an agent was handed may count as processed (see kafka.Consumer)."""
+        cast(Consumer, app.consumer).mark_handled(message)
+
     def agent(channel: TopicT, name: str, handle: Callable[[Message], Awaitable[None]]) -> None:
         async def run(stream: StreamT[bytes]) -> None:
             await gate()
             async for event in stream.events():
+                handed_over(event.message)
                 await handle(event.message)
         app.agent(channel, name=name)(run)
 
@@ -118,6 +123,7 @@ def build_app(settings: Settings) -> TriggerApp:
         async def run(stream: StreamT[bytes]) -> None:
             await gate()
             async for event in cast(Stream[bytes], stream).noack().events():
+                handed_over(event.message)
                 await handle(event)
         app.agent(channel, name=name)(run)
 
@@ -134,6 +140,7 @@ def build_app(settings: Settings) -> TriggerApp:
     async def definition_errors(stream: StreamT[bytes]) -> None:
         # Not gated: invalid definitions are reported even by an unlicensed worker.
         async for event in stream.events():
+            handed_over(event.message)
             await pipeline.on_definition_message(event.message)
 
     @app.timer(interval=1.0, on_leader=True)  # type: ignore[untyped-decorator]

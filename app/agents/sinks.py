@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from faust.types import AppT, EventT, Message, TableT, TopicT
 from pydantic import ValidationError
 
+from app.agents.acks import InOrderAcks
 from app.agents.pipeline import Pipeline
 from app.domain import dedup, journeys
 from app.domain.decisions import decide, decision_id
@@ -77,6 +78,7 @@ class Sinks:
         self._in_flight_ids: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: asyncio.Semaphore | None = None
+        self._acks = InOrderAcks()
         pipeline.rerouted_handlers["journey_event"] = self.on_rerouted_journey_event
 
     # -- shared -----------------------------------------------------------------------------
@@ -135,17 +137,19 @@ class Sinks:
 
     async def on_webhook(self, event: EventT[Any]) -> None:
         """Deliveries run in their own tasks so a slow endpoint holds only its own slots; the
-        message is acknowledged (its offset may commit) when its delivery has ended."""
+        message is acknowledged (its offset may commit) when its delivery and every earlier
+        one in its partition have ended."""
+        self._acks.begin(event)
         command: ActionCommand | None = None
         try:
             command = self._command(event.message)
             if self._done_before("webhook", command):
-                event.ack()
+                self._acks.finish(event)
                 return
             url, body, secret, headers = self._webhook_request(command)
         except (ActionFailed, KeyError, TypeError, ValueError) as exc:
             await self._dead_letter("webhook", event.message, command, self._reason(exc))
-            event.ack()
+            self._acks.finish(event)
             return
         await self._dispatch("webhook", event, command, url, body, secret, headers)
 
@@ -181,7 +185,7 @@ class Sinks:
         if self._pending_per_endpoint[endpoint] >= self.settings.webhook_per_endpoint_backlog:
             await self._dead_letter(sink, event.message, command,
                                     f"backlog for {endpoint} is full ({self.settings.webhook_per_endpoint_backlog})")
-            event.ack()
+            self._acks.finish(event)
             return
         if self._in_flight is None:
             self._in_flight = asyncio.Semaphore(self.settings.webhook_max_in_flight)
@@ -215,27 +219,28 @@ class Sinks:
             self._in_flight_ids.discard(command.firing_id)
             assert self._in_flight is not None
             self._in_flight.release()
-            event.ack()
+            self._acks.finish(event)
 
     # -- fire_recommend ---------------------------------------------------------------------
 
     async def on_fire_recommend(self, event: EventT[Any]) -> None:
+        self._acks.begin(event)
         command: ActionCommand | None = None
         try:
             command = self._command(event.message)
             if self._done_before("fire_recommend", command):
-                event.ack()
+                self._acks.finish(event)
                 return
             recommendation = self._recommend(command)
         except (ActionFailed, KeyError, TypeError, ValueError) as exc:
             await self._dead_letter("fire_recommend", event.message, command, self._reason(exc))
-            event.ack()
+            self._acks.finish(event)
             return
         await self.pipeline.send(self.names.recommendations, command.customer_id, recommendation)
         url = command.action.get("deliveryUrl")
         if not url:
             self._remember("fire_recommend", command)
-            event.ack()
+            self._acks.finish(event)
             return
         body = json.dumps(recommendation, separators=(",", ":")).encode()
         await self._dispatch("fire_recommend", event, command, str(url), body, None, {})
