@@ -18,8 +18,9 @@ from app.agents.pipeline import Pipeline
 from app.agents.scheduler import Scheduler
 from app.agents.sinks import Sinks
 from app.api import register_api
+from app.consumer import Consumer
 from app.domain.webhooks import RetryPolicy
-from app.kafka import Consumer, transport_class
+from app.kafka import transport_class
 from app.logs import logging_config
 from app.metrics import Metrics
 from app.registry import Catalogs, DefinitionsReader

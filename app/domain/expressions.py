@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,8 @@ MAX_AST_NODES = 400
 MAX_EXPONENT = 1_000
 MAX_POWER_BASE = 10**12
 MAX_SEQUENCE_LENGTH = 100_000
+# Size limits bound each step; this bounds the whole evaluation, checked between steps.
+MAX_EVALUATION_SECONDS = 0.1
 
 
 def _to_datetime(value: Any) -> datetime:
@@ -43,9 +46,10 @@ def _safe_pow(base: Any, exponent: Any) -> Any:
     return operator.pow(base, exponent)
 
 
-def _sized(value: Any, limit: int = MAX_SEQUENCE_LENGTH) -> int:
+def _sized(value: Any, limit: int = MAX_SEQUENCE_LENGTH, _seen: dict[int, int] | None = None) -> int:
     """Elements of a sequence counted through nested lists, stopping once past `limit`:
-    `[[1] * 100000] * 100000` is short at the top and ten billion elements deep."""
+    `[[1] * 100000] * 100000` is short at the top and ten billion elements deep. Repetition
+    repeats references to one object, so each distinct object is measured once."""
     if isinstance(value, str | bytes):
         return len(value)
     if isinstance(value, Record):
@@ -54,17 +58,22 @@ def _sized(value: Any, limit: int = MAX_SEQUENCE_LENGTH) -> int:
         value = list(value.values())
     if not isinstance(value, list | tuple):
         return 0
+    seen = {} if _seen is None else _seen
     total = len(value)
     for item in value:
         if total > limit:
             break
-        total += _sized(item, limit - total)
+        key = id(item)
+        if key not in seen:
+            seen[key] = _sized(item, limit, seen)
+        total += seen[key]
     return total
 
 
 def _safe_mult(left: Any, right: Any) -> Any:
     for seq, count in ((left, right), (right, left)):
-        if _sized(seq) and isinstance(count, int) and _sized(seq) * count > MAX_SEQUENCE_LENGTH:
+        size = _sized(seq)
+        if size and isinstance(count, int) and size * count > MAX_SEQUENCE_LENGTH:
             raise ArithmeticError("repeated sequence would be too long")
     return operator.mul(left, right)
 
@@ -159,9 +168,30 @@ class Record:
         return f"{self._name}{dict(self._data)!r}"
 
 
+class EvaluationTimeout(Exception):
+    pass
+
+
 class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
     """simpleeval, except that any field of an event or customer reads as an attribute:
-    its blocklist (`format`, `mro`, ...) guards Python objects, and a Record holds only data."""
+    its blocklist (`format`, `mro`, ...) guards Python objects, and a Record holds only data;
+    and an evaluation stops once it has run longer than MAX_EVALUATION_SECONDS."""
+
+    _deadline = 0.0
+
+    def eval(self, expr: str, previously_parsed: ast.AST | None = None) -> Any:
+        self._deadline = time.perf_counter() + MAX_EVALUATION_SECONDS
+        return super().eval(expr, previously_parsed=previously_parsed)
+
+    def _eval(self, node: ast.AST) -> Any:
+        self._check_deadline()
+        result = super()._eval(node)
+        self._check_deadline()  # nested calls run on the way back up
+        return result
+
+    def _check_deadline(self) -> None:
+        if time.perf_counter() > self._deadline:
+            raise EvaluationTimeout(f"stopped after {MAX_EVALUATION_SECONDS * 1000:g} ms")
 
     def _eval_attribute(self, node: ast.Attribute) -> Any:
         if not node.attr.startswith("_"):

@@ -737,3 +737,16 @@ def test_an_accepted_schedule_can_be_ticked(cron):
     trigger = attempt(lambda: compile_definition(definition), InvalidDefinition)
     if trigger is not None:
         tick_to_run(trigger.definition.schedule, None, NOW, timedelta(days=400))
+
+
+def test_a_long_running_expression_is_stopped_by_the_evaluation_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every step is within the size limits, but together they take milliseconds: the
+    deadline, checked between steps, stops the evaluation (shortened here so the test is fast)."""
+    from app.domain import expressions
+
+    slow = parse_expression("lower(" * 60 + "event.text" + ")" * 60)
+    scope = Scope(event={"text": "Ab" * 50_000}, customer=None, now=datetime.now(UTC))
+    assert slow.evaluate(scope) == "ab" * 50_000  # completes under the normal 50 ms budget
+    monkeypatch.setattr(expressions, "MAX_EVALUATION_SECONDS", 0.0005)
+    with pytest.raises(ExpressionFailed, match="EvaluationTimeout: stopped after 0.5 ms"):
+        slow.evaluate(scope)

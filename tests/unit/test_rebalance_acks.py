@@ -1,18 +1,16 @@
-"""The consumer never counts an acknowledgement for a message no agent was handed.
-
-faust's streams acknowledge a message they skip because a rebalance began; counted, that
-acknowledgement lets the commit made during the rebalance pass an unprocessed event.
-"""
+"""The consumer never commits past an event no agent processed (see app/consumer.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from mode.services import WaitResults
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from app.kafka import Consumer
+from app.consumer import Consumer
 from app.main import build_app
 from app.settings import Settings
 
@@ -27,6 +25,16 @@ def consumer() -> Iterator[Consumer]:
     app.flow_control.resume()  # as in a running worker between rebalances
     consumer = app.consumer
     assert isinstance(consumer, Consumer)
+
+    async def first_only(*awaitables: Any) -> WaitResults:
+        # The real wait_first also watches the consumer's suspend event, which needs the
+        # consumer service running; here only the hand-over to the streams matters.
+        for extra in awaitables[1:]:
+            extra.close()
+        await awaitables[0]
+        return WaitResults([awaitables[0]], [None], False)
+
+    consumer.wait_first = first_only  # type: ignore[method-assign]
     yield consumer
 
 
@@ -71,3 +79,86 @@ def test_a_message_skipped_while_the_flow_is_suspended_is_not_counted(consumer: 
     finally:
         consumer.app.flow_control.resume()
     assert counted(consumer) == [14]
+
+
+async def test_a_record_read_again_from_the_committed_offset_is_processed(consumer: Consumer) -> None:
+    """After a rebalance faust resumes a kept partition before seeking it back to the
+    committed offset: records from the old position raise the read offset first, and the
+    records read again from the committed offset must still reach the streams."""
+    handed: list[int] = []
+
+    async def to_streams(message: ConsumerMessage) -> None:
+        handed.append(message.offset)
+
+    tp = TP(TOPIC, 0)
+    await consumer._hand_over(tp, message(564), to_streams)  # fetched from the old position
+    await consumer._hand_over(tp, message(398), to_streams)  # read again after the seek
+    await consumer._hand_over(tp, message(399), to_streams)
+    assert handed == [564, 398, 399]
+
+
+async def test_a_changelog_record_read_twice_is_still_dropped(consumer: Consumer) -> None:
+    consumer.app.topics.acks_enabled_for = lambda topic: False  # type: ignore[method-assign]
+    handed: list[int] = []
+
+    async def to_tables(message: ConsumerMessage) -> None:
+        handed.append(message.offset)
+
+    tp = TP(TOPIC, 0)
+    await consumer._hand_over(tp, message(10), to_tables)
+    await consumer._hand_over(tp, message(9), to_tables)
+    assert handed == [10]
+
+
+async def to_nowhere(message: ConsumerMessage) -> None:
+    pass
+
+
+async def test_a_jump_between_records_of_one_fetch_sequence_is_a_gap_that_commits(consumer: Consumer) -> None:
+    tp = TP(TOPIC, 0)
+    consumer._committed_offset[tp] = 10
+    for offset in (10, 13):  # 11 and 12 hold no record (compacted, or transaction markers)
+        await consumer._hand_over(tp, message(offset), to_nowhere)
+        consumer.mark_handled(handled := message(offset))
+        handled.ack(consumer)
+    assert consumer._new_offset(tp) == 14
+
+
+async def test_no_gap_is_believed_after_a_hand_over_a_rebalance_cut_short(consumer: Consumer) -> None:
+    tp = TP(TOPIC, 0)
+    consumer._committed_offset[tp] = 10
+    await consumer._hand_over(tp, message(10), to_nowhere)
+
+    async def cut_short(*awaitables: Any) -> WaitResults:
+        for pending in awaitables:
+            pending.close()
+        return WaitResults([], [], False)  # the suspend event won: 11 never reached a stream
+
+    real = consumer.wait_first
+    consumer.wait_first = cut_short  # type: ignore[method-assign]
+    await consumer._hand_over(tp, message(11), to_nowhere)
+    consumer.wait_first = real  # type: ignore[method-assign]
+    await consumer._hand_over(tp, message(12), to_nowhere)
+    for offset in (10, 12):
+        consumer.mark_handled(handled := message(offset))
+        handled.ack(consumer)
+    assert consumer._new_offset(tp) == 11  # up to 10; 11 stays uncommitted
+    consumer._committed_offset[tp] = 11
+    assert consumer._new_offset(tp) is None
+
+
+async def test_a_record_from_a_batch_a_seek_interrupted_proves_no_gap(consumer: Consumer) -> None:
+    tp = TP(TOPIC, 0)
+    consumer._committed_offset[tp] = 10
+    await consumer._hand_over(tp, message(10), to_nowhere)
+    await consumer._hand_over(tp, message(20), to_nowhere, in_sequence=False)
+    await consumer._hand_over(tp, message(21), to_nowhere)
+    assert not consumer._gap[tp]
+
+
+def test_a_commit_never_passes_a_single_unprocessed_offset(consumer: Consumer) -> None:
+    tp = TP(TOPIC, 0)
+    consumer._committed_offset[tp] = 642  # 642 was handed to a stream, never processed
+    consumer.mark_handled(handled := message(643))
+    handled.ack(consumer)
+    assert consumer._new_offset(tp) is None  # faust's own rule would commit 644
