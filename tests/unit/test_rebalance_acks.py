@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from mode.services import WaitResults
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
+from mode.services import WaitResults
 
 from app.consumer import Consumer
 from app.main import build_app
