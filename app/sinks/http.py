@@ -8,7 +8,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,8 +54,10 @@ class HttpDelivery:
 
     def __init__(self, policy: RetryPolicy, timeout_s: float, allow_private: bool,
                  rng: random.Random | None = None,
-                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Any] = asyncio.sleep,
+                 resolve: Callable[[str, int], Awaitable[list[str]]] | None = None) -> None:
         self.policy = policy
+        self.resolve = resolve or system_resolve
         self.allow_private = allow_private
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.sleep = sleep
@@ -111,8 +113,7 @@ class HttpDelivery:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = [str(info[4][0]) for info in infos]
+        addresses = await self.resolve(host, port)
         if not addresses:
             raise RefusedAddress(f"{host} does not resolve")
         if not self.allow_private:
@@ -127,6 +128,11 @@ class HttpDelivery:
         host_header = parts.netloc.rsplit("@", 1)[-1]
         pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         return pinned, host_header, host if parts.scheme == "https" else None
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
 
 
 def _ms(started: float) -> float:

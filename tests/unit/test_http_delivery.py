@@ -223,6 +223,49 @@ async def test_unresolvable_name_is_retried_then_given_up(make_delivery, sleeps)
     assert len(sleeps.delays) == 2
 
 
+class Rebinding:
+    """A DNS server an attacker controls: a public answer for the check, loopback after it."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        return [self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]]
+
+
+async def test_a_dns_answer_that_changes_after_the_check_never_reaches_the_private_address(server, sleeps):
+    # "localhost" is loopback to the system resolver: if the connection re-resolved the name
+    # instead of using the checked address, the request would reach the local server.
+    dns = Rebinding("2606:4700:4700::1111", "127.0.0.1")  # a public address (no listener on that port), then loopback
+    delivery = HttpDelivery(RetryPolicy(max_attempts=3), timeout_s=0.5, allow_private=False,
+                            sleep=sleeps, resolve=dns)
+    try:
+        result = await delivery.deliver(f"http://localhost:{server.port}/hook", BODY, "firing-1", None, {})
+    finally:
+        await delivery.close()
+
+    assert server.requests == []
+    assert [a.status for a in result.attempts] == [None, None]
+    assert result.attempts[0].error  # the checked address did not answer
+    assert result.reason.startswith("refused: localhost resolves to 127.0.0.1 is a loopback")  # re-checked
+    assert dns.asked == ["localhost", "localhost"]  # resolved once per attempt, by us
+
+
+async def test_the_request_goes_to_the_address_that_was_checked(server, sleeps):
+    # The system cannot resolve this name at all: only the checked answer can be used.
+    delivery = HttpDelivery(RetryPolicy(max_attempts=1), timeout_s=2, allow_private=True,
+                            sleep=sleeps, resolve=Rebinding("127.0.0.1"))
+    try:
+        result = await delivery.deliver(f"http://hooks.rebind.invalid:{server.port}/hook", BODY, "f-1", None, {})
+    finally:
+        await delivery.close()
+
+    assert result.delivered
+    assert server.requests[0].headers["Host"] == f"hooks.rebind.invalid:{server.port}"
+
+
 # --- what the request carries ----------------------------------------------------------------------
 
 
