@@ -186,6 +186,7 @@ def health_report(app: TriggerApp, pipeline: Pipeline, sinks: Sinks) -> dict[str
         "rebalancing": bool(app.rebalancing),
         "recovering": bool(app.in_recovery),
         "counters": dict(pipeline.counters + sinks.counters),
+        "deliveries": sinks.backlog(),
     }
 
 

@@ -81,6 +81,12 @@ class Sinks:
         self._acks = InOrderAcks()
         pipeline.rerouted_handlers["journey_event"] = self.on_rerouted_journey_event
 
+    def backlog(self) -> dict[str, int]:
+        """What the webhook and recommendation sinks hold in memory right now (for /health)."""
+        return {"inFlight": sum(self._pending_per_endpoint.values()),
+                "endpoints": sum(1 for n in self._pending_per_endpoint.values() if n),
+                "unacknowledged": self._acks.waiting()}
+
     # -- shared -----------------------------------------------------------------------------
 
     @staticmethod

@@ -83,6 +83,12 @@ class WorkerProcess:
         except OSError:
             return "(no log)"
 
+    def kill(self) -> None:
+        """No goodbye: no commit, no flush (a crash, or a test done with a stuck worker)."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
