@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.domain.models import Event, Source
@@ -170,4 +170,11 @@ def _timestamp(value: Any, arrival: datetime) -> datetime:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise MalformedEvent(f"field 'timestamp' is not ISO 8601: {value[:64]!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    offset = moment.utcoffset()
+    if offset is not None and offset % timedelta(minutes=1):
+        # An offset with seconds (+05:30:15, a historic local mean time) does not survive
+        # pydantic's JSON round trip when the event is forwarded; the same instant in UTC does.
+        return moment.astimezone(UTC)
+    return moment
