@@ -104,15 +104,26 @@ async def test_rolling_restart_of_both_workers_repeats_nothing(kafka_bootstrap: 
         await receiver.stop()
 
 
-async def test_cooldown_survives_a_restart_with_an_empty_data_directory(
+async def test_cooldown_enrollment_and_customer_row_survive_a_restart_with_an_empty_data_directory(
         kafka_bootstrap: str, tmp_path: Path) -> None:
     deployment = await start_deployment(kafka_bootstrap, tmp_path, workers=1, partitions=4)
     try:
+        await deployment.put(deployment.topics.journey_definitions, "journey", "daily", {"id": "daily"})
         await deployment.put_definition({"id": "once-a-day", "source": "streaming", "eventType": "visit",
                                          "cooldownMinutes": 1440,
                                          "action": {"type": "enroll_journey", "journeyId": "daily"}})
+        await deployment.put_definition({"id": "gold-visit", "source": "streaming", "eventType": "visit",
+                                         "conditions": ["customer.tier == 'gold'"],
+                                         "action": {"type": "enroll_journey", "journeyId": "daily"}})
+        await deployment.kafka.send(deployment.topics.rows, "c-before",
+                                    {"customerId": "c-before", "attributes": {"tier": "silver"}})
+        await deployment.kafka.send(deployment.topics.rows, "c-before",
+                                    {"customerId": "c-before", "attributes": {"tier": "gold"}})
+        await deployment.kafka.read(deployment.topics.schema, timeout=30, until=lambda rs: any(
+            (r.value.get("after") or {}).get("tier") == "gold" for r in rs))  # the row is in
         await deployment.send_event({"type": "visit", "customerId": "c-before", "id": "v-1"})
-        assert len(await deployment.firings(1)) == 1
+        before = await deployment.firings(2, settle=2.0)
+        assert sorted(f["triggerId"] for f in before) == ["gold-visit", "once-a-day"]
 
         worker = deployment.workers[0]
         await asyncio.to_thread(worker.stop)
@@ -123,8 +134,16 @@ async def test_cooldown_survives_a_restart_with_an_empty_data_directory(
 
         await deployment.send_event({"type": "visit", "customerId": "c-before", "id": "v-2"})
         await deployment.send_event({"type": "visit", "customerId": "c-new", "id": "v-3"})
-        firings = await deployment.firings(2, settle=2.0)
-        assert sorted(f["eventId"] for f in firings) == ["v-1", "v-3"]
+        firings = await deployment.firings(4, settle=2.0)
+        fired = sorted((f["eventId"], f["triggerId"]) for f in firings)
+        # The cooldown still blocks c-before; the row still says gold; c-new is new.
+        assert fired == [("v-1", "gold-visit"), ("v-1", "once-a-day"), ("v-2", "gold-visit"), ("v-3", "once-a-day")]
+        enrollments = await deployment.kafka.read(deployment.topics.enrollments, settle=2.0,
+                                                  until=lambda rs: len(rs) >= 4)
+        statuses = [(r.value["customerId"], r.value["status"]) for r in enrollments]
+        # c-before's enrollment from before the restart is still active: the second is skipped.
+        assert statuses.count(("c-before", "enrolled")) == 1
+        assert ("c-before", "skipped") in statuses
     finally:
         deployment.stop()
         await deployment.kafka.stop()
