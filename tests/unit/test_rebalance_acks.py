@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
-from mode.services import WaitResults
 
 from app.consumer import Consumer
 from app.main import build_app
@@ -26,15 +25,6 @@ def consumer() -> Iterator[Consumer]:
     consumer = app.consumer
     assert isinstance(consumer, Consumer)
 
-    async def first_only(*awaitables: Any) -> WaitResults:
-        # The real wait_first also watches the consumer's suspend event, which needs the
-        # consumer service running; here only the hand-over to the streams matters.
-        for extra in awaitables[1:]:
-            extra.close()
-        await awaitables[0]
-        return WaitResults([awaitables[0]], [None], False)
-
-    consumer.wait_first = first_only  # type: ignore[method-assign]
     yield consumer
 
 
@@ -129,15 +119,14 @@ async def test_no_gap_is_believed_after_a_hand_over_a_rebalance_cut_short(consum
     consumer._committed_offset[tp] = 10
     await consumer._hand_over(tp, message(10), to_nowhere)
 
-    async def cut_short(*awaitables: Any) -> WaitResults:
-        for pending in awaitables:
-            pending.close()
-        return WaitResults([], [], False)  # the suspend event won: 11 never reached a stream
+    never = asyncio.Event()
 
-    real = consumer.wait_first
-    consumer.wait_first = cut_short  # type: ignore[method-assign]
-    await consumer._hand_over(tp, message(11), to_nowhere)
-    consumer.wait_first = real  # type: ignore[method-assign]
+    async def stuck(message: ConsumerMessage) -> None:
+        await never.wait()  # a stream queue that stays full
+
+    consumer.suspend_flow.set()  # a rebalance begins while 11 is being handed over
+    await consumer._hand_over(tp, message(11), stuck)
+    consumer.suspend_flow.clear()
     await consumer._hand_over(tp, message(12), to_nowhere)
     for offset in (10, 12):
         consumer.mark_handled(handled := message(offset))
