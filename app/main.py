@@ -20,7 +20,7 @@ from app.agents.sinks import Sinks
 from app.api import register_api
 from app.consumer import Consumer
 from app.domain.webhooks import RetryPolicy
-from app.kafka import transport_class
+from app.kafka import QuietMonitor, transport_class
 from app.logs import logging_config
 from app.metrics import Metrics
 from app.registry import Catalogs, DefinitionsReader
@@ -79,6 +79,7 @@ def build_app(settings: Settings) -> TriggerApp:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         consumer_auto_offset_reset="earliest",
         recovery_consistency_check=settings.recovery_consistency_check,
+        Monitor=QuietMonitor,
         logging_config=logging_config(settings.log_format == "json"),
         autodiscover=["app.cli.commands"],
         origin="app.main",

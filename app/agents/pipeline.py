@@ -188,12 +188,12 @@ class Pipeline:
                                              "partition": message.partition, "customers": visited})
 
     def customer(self, customer_id: str) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = self.rows.get(row_key(CUSTOMERS, customer_id))
+        row: dict[str, Any] | None = stored(self.rows, row_key(CUSTOMERS, customer_id))
         return row
 
     def _cooldown(self, trigger_id: str, customer_id: str) -> CooldownMark | None:
-        stored = self.cooldowns.get(_cooldown_key(trigger_id, customer_id))
-        return CooldownMark.from_json(stored) if stored else None
+        mark = stored(self.cooldowns, _cooldown_key(trigger_id, customer_id))
+        return CooldownMark.from_json(mark) if mark else None
 
     def _record(self, event: Event, result: Evaluation) -> None:
         for trigger_id, error in result.condition_errors:
@@ -235,7 +235,7 @@ class Pipeline:
         """Merge `values` into the row (None deletes it) and publish the change on
         `events.schema`; returns the change, or None when nothing changed."""
         key = row_key(table, customer_id)
-        change = merge_row(table, customer_id, self.rows.get(key), values)
+        change = merge_row(table, customer_id, stored(self.rows, key), values)
         if change is None:
             return None
         if change.after is None:
@@ -294,6 +294,14 @@ class Pipeline:
         await self._out[topic].send(
             key=key.encode() if key is not None else None,
             value=value if isinstance(value, bytes) else _dumps(value))
+
+
+def stored(table: TableT[str, Any], key: str) -> Any:
+    """A table's value or None, in one store read (`table.get` reads twice: contains, then get)."""
+    try:
+        return table.data[key]
+    except KeyError:
+        return None
 
 
 def tick_event(trigger_id: str, scheduled_at: datetime, customer_id: str) -> Event:

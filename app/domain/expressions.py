@@ -212,7 +212,7 @@ class Scope:
     now: datetime
     # Further read-only objects, e.g. `trigger` and `firing` in webhook payload templates.
     extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    _evaluator: _Evaluator = field(init=False, repr=False, compare=False)
+    _names: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = {
@@ -221,9 +221,17 @@ class Scope:
             "now": self.now,
             **{name: Record(value, name, missing_is_none=False) for name, value in self.extra.items()},
         }
-        # A copy: simpleeval adds list/tuple/dict/set to the dict it is given.
-        evaluator = _Evaluator(operators=OPERATORS, functions=dict(FUNCTIONS), names=names)
-        object.__setattr__(self, "_evaluator", evaluator)
+        object.__setattr__(self, "_names", names)
+
+
+def _new_evaluator() -> _Evaluator:
+    # A copy: simpleeval adds list/tuple/dict/set to the functions it is given.
+    return _Evaluator(operators=OPERATORS, functions=dict(FUNCTIONS), names={})
+
+
+# Building an evaluator costs more than most evaluations, so one is shared and given each
+# scope's names in turn: evaluation is synchronous and never nested, so nothing interleaves.
+_EVALUATOR = _new_evaluator()
 
 
 @dataclass(frozen=True)
@@ -234,10 +242,13 @@ class Expression:
     _tree: ast.AST = field(repr=False, compare=False)
 
     def evaluate(self, scope: Scope) -> Any:
+        _EVALUATOR.names = scope._names
         try:
-            return scope._evaluator.eval(self.text, previously_parsed=self._tree)
+            return _EVALUATOR.eval(self.text, previously_parsed=self._tree)
         except Exception as exc:  # noqa: BLE001 - any failure is "this event does not qualify"
             raise ExpressionFailed(f"{self.text!r}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            _EVALUATOR.names = {}  # hold no event data between evaluations
 
 
 def parse_expression(text: str, names: frozenset[str] = SCOPE_NAMES) -> Expression:
