@@ -21,6 +21,9 @@ as one missing firing in a few thousand events when workers restarted. The four 
    that no seek interrupted, each handed over in full.
 4. faust commits over a single offset that was neither acknowledged nor a gap. Here the
    next offset to commit must be one of the two.
+
+Written against faust-streaming 0.15.3 (pyproject pins the 0.15 series): `_drain_messages`,
+`_new_offset` and `_add_gap` are internals that a later series may change.
 """
 
 from __future__ import annotations
