@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,18 +36,32 @@ def main() -> int:
     receiver = subprocess.Popen([sys.executable, "-m", "app.cli.demo_receiver", "--port", "8099"])  # noqa: S603
     print("webhook receiver on http://127.0.0.1:8099 prints every delivery")
     faust = [sys.executable, "-m", "faust", "-A", "app.main"]
+    worker: subprocess.Popen[bytes] | None = None
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         applied = subprocess.run([*faust, "triggers", "apply", "triggers_config"], env=env)  # noqa: S603
         if applied.returncode != 0:
             return applied.returncode
         print("starting a worker; Ctrl-C stops it" + (" and the broker" if broker else ""))
-        return subprocess.run([*faust, "worker", "-l", "info"], env=env).returncode  # noqa: S603
+        worker = subprocess.Popen([*faust, "worker", "-l", "info"], env=env)  # noqa: S603
+        return worker.wait()
     except KeyboardInterrupt:
         return 0
     finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            worker.wait(timeout=60)
         receiver.terminate()
         if broker:
             broker.stop()
+
+
+def _stop_on_sigterm(*_: object) -> None:
+    """Stopped by a supervisor (SIGTERM) rather than Ctrl-C: still stop the worker and the
+    broker. The process group may get the signal more than once; only the first counts, so
+    the clean-up is not cut short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(143)
 
 
 if __name__ == "__main__":
