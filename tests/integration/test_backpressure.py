@@ -3,6 +3,7 @@ to the dead-letter topic with a reason, and does not hold up deliveries to other
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,41 @@ async def test_a_burst_to_a_hanging_endpoint_is_bounded_and_overflows_to_dead_le
         worker.kill()  # a graceful stop would wait for the hanging requests
         await deployment.kafka.stop()
         await receiver.stop()
+
+
+POISON = [
+    lambda rng: rng.randbytes(rng.randint(1, 2000)),                        # not JSON at all
+    lambda rng: b"[" * 5000 + b"]" * 5000,                                  # nested too deep
+    lambda rng: b'{"type": "order", "customerId": "c-1", "note": "' + b"x" * 200_000,  # cut off
+    lambda rng: b'{"customerId": "c-1", "blob": "' + b"y" * 200_000 + b'"}',  # huge, no type
+    lambda rng: b'{"type": 7, "customerId": ["c-1"]}',                      # wrong types
+    lambda rng: b'{"type": "order", "customerId": "c-1", "amount": NaN}',   # not strict JSON
+]
+
+
+async def test_a_flood_of_poison_is_dead_lettered_without_stalling_or_growing_memory(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    deployment = await start_deployment(kafka_bootstrap, tmp_path, workers=1, partitions=4)
+    worker = deployment.workers[0]
+    try:
+        await deployment.put_definition({"id": "after-poison", "source": "streaming", "eventType": "order",
+                                         "action": {"type": "enroll_journey", "journeyId": "j"}})
+        assert worker.process is not None
+        rng = random.Random(5)
+        flood, rss = 1200, [rss_mb(worker.process.pid)]
+        for round_ in (1, 2):  # the second round must reuse what the first one took
+            for n in range(flood):  # all keyed to one customer: one partition takes all of it
+                await deployment.send_event(POISON[n % len(POISON)](rng), key="c-1")
+            await deployment.send_event({"type": "order", "customerId": "c-1", "id": f"after-flood-{round_}"})
+            await deployment.firings(1, where=lambda f, r=round_: f["eventId"] == f"after-flood-{r}", timeout=90)
+            rss.append(rss_mb(worker.process.pid))
+
+        dead = await deployment.kafka.read(deployment.topics.deadletter, until=lambda rs: len(rs) >= 2 * flood,
+                                           settle=1.0, timeout=60)
+        print(f"\npoison: 2 x {flood} messages, dead-lettered {len(dead)}, the event after each flood fired, "
+              f"RSS {rss[0]:.0f} -> {rss[1]:.0f} -> {rss[2]:.0f} MB")
+        assert len(dead) == 2 * flood and all(r.value["reason"] for r in dead)
+        assert rss[2] - rss[1] < 30  # bounded: a second flood does not add what the first did
+    finally:
+        worker.kill()
+        await deployment.kafka.stop()
