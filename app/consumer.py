@@ -73,7 +73,7 @@ class Consumer(faust_aiokafka.Consumer):
         self._handled.add(message)
 
     def ack(self, message: Message) -> bool:
-        if message in self._handled or not self._skipped_by_rebalance(message):
+        if not self._skipped_by_rebalance(message) or message in self._handled:
             return bool(super().ack(message))
         with ack_lock:  # settled, so waiting for empty streams ends, but not committable
             message.acked = True
@@ -223,7 +223,7 @@ class Consumer(faust_aiokafka.Consumer):
             covered = sorted(gaps.overlap(0, highest), key=lambda interval: interval.begin)
             if covered:
                 filled = [n for interval in covered for n in range(interval.begin, interval.end)]
-                acked[:] = sorted(set(acked).union(filled))
+                acked[:] = set(acked).union(filled)  # sorted below
                 gaps.chop(0, max(filled[-1], highest + 1))
         acked.sort()
         committed = self._committed_offset[tp]

@@ -108,7 +108,7 @@ def build_app(settings: Settings) -> TriggerApp:
         await app.registry.wait_loaded()
 
     def handed_over(message: Message) -> None:
-        """Only a message an agent was handed may count as processed (see kafka.Consumer)."""
+        """Only a message an agent was handed may count as processed (see app/consumer.py)."""
         cast(Consumer, app.consumer).mark_handled(message)
 
     def agent(channel: TopicT, name: str, handle: Callable[[Message], Awaitable[None]]) -> None:

@@ -17,7 +17,7 @@ from faust.types import AppT, EventT, Message, TableT, TopicT
 from pydantic import ValidationError
 
 from app.agents.acks import InOrderAcks
-from app.agents.pipeline import Pipeline
+from app.agents.pipeline import Pipeline, stored
 from app.domain import dedup, journeys
 from app.domain.decisions import decide, decision_id
 from app.domain.expressions import Expression, Scope, parse_expression
@@ -100,7 +100,7 @@ class Sinks:
             raise ActionFailed(f"malformed action command: {exc}") from None
 
     def _done_before(self, sink: str, command: ActionCommand) -> bool:
-        log_ = self.performed.get(f"{sink}|{command.customer_id}")
+        log_ = stored(self.performed, f"{sink}|{command.customer_id}")
         if dedup.already_performed(log_, command.firing_id) or command.firing_id in self._in_flight_ids:
             self.counters[f"{sink}.replays_skipped"] += 1
             self.metrics.sink_outcomes.labels(sink, "replay_skipped").inc()
@@ -110,7 +110,7 @@ class Sinks:
     def _remember(self, sink: str, command: ActionCommand) -> None:
         key = f"{sink}|{command.customer_id}"
         self.performed[key] = dedup.remember(
-            self.performed.get(key), command.firing_id, self.clock(),
+            stored(self.performed, key), command.firing_id, self.clock(),
             timedelta(days=self.settings.dedup_retention_days), self.settings.dedup_max_per_customer)
         self.counters[f"{sink}.performed"] += 1
         self.metrics.sink_outcomes.labels(sink, "performed").inc()
@@ -293,7 +293,7 @@ class Sinks:
                 "firingId": command.firing_id, "at": now.isoformat()}
 
     def _enrollments(self, customer_id: str) -> list[journeys.Enrollment]:
-        return [journeys.Enrollment.from_json(e) for e in self.enrollments.get(customer_id) or []]
+        return [journeys.Enrollment.from_json(e) for e in stored(self.enrollments, customer_id) or []]
 
     async def on_journey_event(self, message: Message) -> None:
         """`journeys.events`: a journey service says an enrollment completed or exited."""
