@@ -18,7 +18,7 @@ from app.agents.pipeline import Pipeline
 from app.agents.scheduler import Scheduler
 from app.agents.sinks import Sinks
 from app.api import register_api
-from app.consumer import Consumer
+from app.consumer import BatchHandler, Consumer
 from app.domain.webhooks import RetryPolicy
 from app.kafka import QuietMonitor, transport_class
 from app.logs import logging_config
@@ -44,6 +44,16 @@ class TriggerApp(faust.App):
         self.catalogs = Catalogs(self.names)
         self.registry = DefinitionsReader(settings, self.catalogs.by_topic)
         self.rebalanced_once = False
+        # Topics whose records skip faust's streams and go to these handlers a batch at a
+        # time (app/consumer.py); they are consumed only while `batch_intake_ready()`.
+        self.batch_handlers: dict[str, BatchHandler] = {}
+        self.batch_intake_ready: Callable[[], bool] = lambda: True
+        self._batch_topics: list[TopicT] = []
+
+    def consume_in_batches(self, channel: TopicT, handler: BatchHandler, ready: Callable[[], bool]) -> None:
+        self.batch_handlers.update(dict.fromkeys(channel.topics, handler))
+        self.batch_intake_ready = ready
+        self._batch_topics.append(channel)
 
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()
@@ -52,6 +62,8 @@ class TriggerApp(faust.App):
     async def on_first_start(self) -> None:
         await super().on_first_start()
         await ensure_topics(self.settings, self.names)
+        for channel in self._batch_topics:
+            self.topics.add(channel)  # subscribe, as iterating it in an agent would
         await self.add_runtime_dependency(self.registry)
         if self.settings.api_token is None or not self.settings.api_token.get_secret_value().strip():
             log.warning("HTTP write endpoints are open: TRIGGERS_API_TOKEN is not set")
@@ -129,8 +141,11 @@ def build_app(settings: Settings) -> TriggerApp:
                 await handle(event)
         app.agent(channel, name=name)(run)
 
-    agent(pipeline.source_topic, "intake", pipeline.on_source_message)
-    agent(pipeline.rerouted_topic, "rerouted", pipeline.on_rerouted_message)
+    def intake_ready() -> bool:
+        return settings.licensed and app.registry.loaded.is_set()
+
+    app.consume_in_batches(pipeline.source_topic, pipeline.on_source_batch, intake_ready)
+    app.consume_in_batches(pipeline.rerouted_topic, pipeline.on_rerouted_batch, intake_ready)
     agent(pipeline.ticks_topic, "schedule-ticks", pipeline.on_tick)
     agent(sinks.topics["enroll_journey"], "sink-enroll-journey", sinks.on_enroll_journey)
     agent(sinks.topics["update_attribute"], "sink-update-attribute", sinks.on_update_attribute)

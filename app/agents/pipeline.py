@@ -8,12 +8,12 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
-from faust.types import AppT, Message, TableT, TopicT
+from faust.types import TP, AppT, Message, TableT, TopicT
 
 from app.domain.cooldown import CooldownMark
 from app.domain.engine import Evaluation, evaluate, evaluate_scheduled
@@ -41,8 +41,19 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def _arrival(message: Message) -> datetime:
-    return datetime.fromtimestamp(message.timestamp, tz=UTC)
+class RawRecord(Protocol):
+    """A record as fetched (aiokafka's ConsumerRecord): the timestamp is in milliseconds."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+def _arrival(record: RawRecord) -> datetime:
+    return datetime.fromtimestamp(record.timestamp / 1000, tz=UTC)
 
 
 class Pipeline:
@@ -86,24 +97,32 @@ class Pipeline:
             topics.firings, topics.deadletter, topics.errors, topics.schema, topics.rerouted,
             *(topics.action(t) for t in ACTION_TYPES))}
 
-    # -- intake -------------------------------------------------------------------------
+    # -- intake (batches of records, straight from the fetch: see app/consumer.py) --------
 
-    async def on_source_message(self, message: Message) -> None:
-        """A message from an event topic or from `schema.rows`."""
+    async def on_source_batch(self, tp: TP, records: Sequence[RawRecord]) -> None:
+        """Records of one partition of an event topic or of `schema.rows`, in offset order."""
+        for record in records:
+            await self.on_source_record(record)
+
+    async def on_rerouted_batch(self, tp: TP, records: Sequence[RawRecord]) -> None:
+        for record in records:
+            await self.on_rerouted_record(record)
+
+    async def on_source_record(self, record: RawRecord) -> None:
         try:
-            work = self._parse(message)
+            work = self._parse(record)
         except MalformedEvent as exc:
-            await self.dead_letter(message, exc.reason)
+            await self.dead_letter(record, exc.reason)
             return
         customer_id = work.customer_id
-        if self.owned_here(message, customer_id):
+        if self.owned_here(record, customer_id):
             await self._process(work)
         else:
             await self.send(self.names.rerouted, customer_id, _envelope(work))
             self.counters["rerouted"] += 1
 
-    async def on_rerouted_message(self, message: Message) -> None:
-        data = json.loads(message.value or b"null")
+    async def on_rerouted_record(self, record: RawRecord) -> None:
+        data = json.loads(record.value or b"null")
         if data["kind"] in self.rerouted_handlers:
             await self.rerouted_handlers[data["kind"]](data)
         elif data["kind"] == "row":
@@ -111,19 +130,19 @@ class Pipeline:
         else:
             await self._process(Event.model_validate(data["event"]))
 
-    def _parse(self, message: Message) -> Event | RowLoad:
-        if message.topic == self.names.rows:
-            return parse_row_load(message.value)
-        source = self.sources[message.topic]
-        fallback_id = f"{message.topic}-{message.partition}-{message.offset}"
+    def _parse(self, record: RawRecord) -> Event | RowLoad:
+        if record.topic == self.names.rows:
+            return parse_row_load(record.value)
+        source = self.sources[record.topic]
+        fallback_id = f"{record.topic}-{record.partition}-{record.offset}"
         if source is Source.CDC:
-            return parse_cdc_event(message.value, fallback_id, _arrival(message),
+            return parse_cdc_event(record.value, fallback_id, _arrival(record),
                                    self.settings.cdc_customer_column)
-        return parse_event(message.value, source, fallback_id, _arrival(message))
+        return parse_event(record.value, source, fallback_id, _arrival(record))
 
-    def owned_here(self, message: Message, customer_id: str) -> bool:
-        key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else message.key
-        return key == customer_id and message.partition == partition_for(
+    def owned_here(self, record: RawRecord | Message, customer_id: str) -> bool:
+        key = record.key.decode("utf-8", "replace") if isinstance(record.key, bytes) else record.key
+        return key == customer_id and record.partition == partition_for(
             customer_id, self.settings.partitions)
 
     async def _process(self, work: Event | RowLoad) -> None:
@@ -269,7 +288,7 @@ class Pipeline:
 
     # -- output -------------------------------------------------------------------------
 
-    async def dead_letter(self, message: Message, reason: str) -> None:
+    async def dead_letter(self, message: RawRecord | Message, reason: str) -> None:
         raw = message.value or b""
         key = message.key.decode("utf-8", "replace") if message.key else None
         self.counters["deadlettered"] += 1

@@ -1,11 +1,13 @@
-"""The consumer never commits past an event no agent processed (see app/consumer.py)."""
+"""The consumer never commits past an event nobody processed (see app/consumer.py): neither
+for topics read by agents, message by message, nor for event topics handled in batches."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
@@ -13,7 +15,8 @@ from app.consumer import Consumer
 from app.main import build_app
 from app.settings import Settings
 
-TOPIC = "events.streaming"
+TOPIC = "actions.webhook"  # read by an agent
+EVENTS = "events.streaming"  # handled in batches
 
 
 @pytest.fixture
@@ -151,3 +154,108 @@ def test_a_commit_never_passes_a_single_unprocessed_offset(consumer: Consumer) -
     consumer.mark_handled(handled := message(643))
     handled.ack(consumer)
     assert consumer._new_offset(tp) is None  # faust's own rule would commit 644
+
+
+# -- event topics, handled in batches ------------------------------------------------------
+
+EVENTS_TP = TP(EVENTS, 0)
+
+
+def records(*offsets: int) -> list[ConsumerRecord[bytes, bytes]]:
+    return [ConsumerRecord(EVENTS, 0, offset, 0, 0, b"c-1", b"{}", None, 3, 2, []) for offset in offsets]
+
+
+class Handler:
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    async def __call__(self, tp: TP, batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        self.seen.extend(record.offset for record in batch)
+
+
+async def test_a_handled_batch_moves_the_commit_point_past_its_last_record(consumer: Consumer) -> None:
+    consumer._committed_offset[EVENTS_TP] = 10
+    handler = Handler()
+    await consumer._hand_over_batch(EVENTS_TP, records(10, 11, 12), handler, 7, True)
+    assert handler.seen == [10, 11, 12]
+    assert consumer._new_offset(EVENTS_TP) == 13
+
+
+async def test_a_batch_starting_after_the_commit_point_commits_nothing_after_a_seek(consumer: Consumer) -> None:
+    """Records 10-19 were never handled: a batch from 20 (fetched from an old position,
+    or after a hand-over cut short) must not let the commit skip them."""
+    consumer._committed_offset[EVENTS_TP] = 10
+    await consumer._hand_over_batch(EVENTS_TP, records(20, 21), Handler(), 7, True)
+    assert consumer._new_offset(EVENTS_TP) is None
+
+
+async def test_a_jump_between_batches_of_one_fetch_sequence_is_a_gap(consumer: Consumer) -> None:
+    consumer._committed_offset[EVENTS_TP] = 10
+    await consumer._hand_over_batch(EVENTS_TP, records(10, 11), Handler(), 7, True)
+    await consumer._hand_over_batch(EVENTS_TP, records(13, 14), Handler(), 7, True)  # 12: a marker
+    assert consumer._new_offset(EVENTS_TP) == 15
+    await consumer._hand_over_batch(EVENTS_TP, records(17), Handler(), 7, False)  # a seek came between
+    assert consumer._new_offset(EVENTS_TP) == 15
+
+
+async def test_a_seek_breaks_the_fetch_sequence(consumer: Consumer) -> None:
+    consumer._committed_offset[EVENTS_TP] = 10
+    await consumer._hand_over_batch(EVENTS_TP, records(10, 11), Handler(), 7, True)
+    consumer._continuous.clear()  # what perform_seek does
+    await consumer._hand_over_batch(EVENTS_TP, records(14), Handler(), 7, True)
+    assert consumer._new_offset(EVENTS_TP) == 12
+
+
+async def test_a_rebalance_stops_a_batch_between_chunks_and_commits_only_what_was_handled(
+        consumer: Consumer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.consumer.BATCH_SIZE", 2)
+    consumer._committed_offset[EVENTS_TP] = 0
+    handler = Handler()
+
+    async def rebalance_after_first_chunk(tp: TP, batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        await handler(tp, batch)
+        consumer.app.consumer_generation_id = 8
+
+    await consumer._hand_over_batch(EVENTS_TP, records(0, 1, 2, 3), rebalance_after_first_chunk, 7, True)
+    assert handler.seen == [0, 1]
+    assert consumer._new_offset(EVENTS_TP) == 2
+
+
+async def test_a_rebalance_waits_for_the_batch_in_hand(consumer: Consumer) -> None:
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def slow(tp: TP, batch: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        await release.wait()
+        handled.extend(record.offset for record in batch)
+
+    batch = asyncio.create_task(consumer._hand_over_batch(EVENTS_TP, records(5), slow, 7, True))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(consumer._batch_idle.wait())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # wait_empty (and so the commit of a revocation) waits here
+    release.set()
+    await batch
+    await asyncio.wait_for(waiting, 1)
+    assert handled == [5]
+
+
+async def test_table_writes_in_a_batch_go_to_the_batch_partition(consumer: Consumer) -> None:
+    from faust.streams import current_event
+
+    from app.consumer import table_partition
+
+    with table_partition(TP(EVENTS, 3)):
+        event = current_event()
+        assert event is not None and event.message.partition == 3
+    assert current_event() is None
+
+
+def test_event_topics_are_not_fetched_until_the_engine_is_ready(consumer: Consumer) -> None:
+    app = consumer.app
+    tps = {EVENTS_TP, TP(TOPIC, 0)}
+    consumer._active_partitions = set(tps)
+    app.batch_intake_ready = lambda: False  # type: ignore[attr-defined]
+    assert consumer._get_active_partitions() == {TP(TOPIC, 0)}
+    app.batch_intake_ready = lambda: True  # type: ignore[attr-defined]
+    assert consumer._get_active_partitions() == tps
