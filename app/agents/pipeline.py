@@ -18,7 +18,7 @@ from faust.types import TP, AppT, Message, TableT, TopicT
 from app.domain.cooldown import CooldownMark
 from app.domain.engine import Evaluation, evaluate, evaluate_scheduled
 from app.domain.intake import parse_cdc_event, parse_event
-from app.domain.models import ActionCommand, Event, Source
+from app.domain.models import ActionCommand, Event, EventEnvelope, Source
 from app.domain.rows import RowLoad, merge_row, parse_row_load
 from app.domain.schema import CUSTOMERS, ColumnTypeError, check_row_values
 from app.errors import InvalidDefinition, MalformedEvent
@@ -30,6 +30,9 @@ from app.topics import ACTION_TYPES, Topics
 
 log = logging.getLogger(__name__)
 
+
+
+_EVENTS_COUNTER = {source: f"events.{source.value}" for source in Source}
 
 
 def row_key(table: str, customer_id: str) -> str:
@@ -79,6 +82,7 @@ class Pipeline:
         self.ticks_done = ticks_done
         self.clock = clock
         self.counters: Counter[str] = Counter()
+        self._events_in = {source: metrics.events_in.labels(source.value) for source in Source}
         # Other kinds of re-routed work (e.g. journey events), by envelope "kind".
         self.rerouted_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
 
@@ -115,11 +119,13 @@ class Pipeline:
             await self.dead_letter(record, exc.reason)
             return
         customer_id = work.customer_id
-        if self.owned_here(record, customer_id):
-            await self._process(work)
-        else:
+        if not self.owned_here(record, customer_id):
             await self.send(self.names.rerouted, customer_id, _envelope(work))
             self.counters["rerouted"] += 1
+        elif isinstance(work, RowLoad):
+            await self._load_row(work)
+        elif (result := self.evaluate_now(work)) is not None:
+            await self._apply(work, result)
 
     async def on_rerouted_record(self, record: RawRecord) -> None:
         data = json.loads(record.value or b"null")
@@ -128,7 +134,7 @@ class Pipeline:
         elif data["kind"] == "row":
             await self._process(RowLoad(**data["row"]))
         else:
-            await self._process(Event.model_validate(data["event"]))
+            await self._process(EventEnvelope.model_validate(data["event"]).event())
 
     def _parse(self, record: RawRecord) -> Event | RowLoad:
         if record.topic == self.names.rows:
@@ -154,17 +160,24 @@ class Pipeline:
     # -- evaluation ---------------------------------------------------------------------
 
     async def _evaluate(self, event: Event) -> None:
-        self.counters[f"events.{event.source.value}"] += 1
-        self.metrics.events_in.labels(event.source.value).inc()
+        result = self.evaluate_now(event)
+        if result is not None:
+            await self._apply(event, result)
+
+    def evaluate_now(self, event: Event) -> Evaluation | None:
+        """The decision for one event, without I/O; None when no trigger could match."""
+        self.counters[_EVENTS_COUNTER[event.source]] += 1
+        self._events_in[event.source].inc()
         if not self.catalogs.triggers.index.candidates(event.source, event.type):
-            return  # most events match no trigger: skip the state reads entirely
+            return None  # most events match no trigger: skip the state reads entirely
         started = time.perf_counter()
-        customer = self.customer(event.customer_id)
-        result = evaluate(self.catalogs.triggers.index, event, customer,
+        result = evaluate(self.catalogs.triggers.index, event, partial(self.customer, event.customer_id),
                           lambda trigger_id: self._cooldown(trigger_id, event.customer_id),
                           self.clock())
         self.metrics.evaluation_seconds.observe(time.perf_counter() - started)
-        await self._apply(event, result)
+        if result.firings or result.condition_errors or result.cooled_down:
+            return result
+        return None
 
     async def _apply(self, event: Event, result: Evaluation) -> None:
         """Store the cooldown marks, then emit the firings in order."""
@@ -343,4 +356,4 @@ def _row_json(load: RowLoad) -> dict[str, Any]:
 def _envelope(work: Event | RowLoad) -> bytes:
     if isinstance(work, RowLoad):
         return _dumps({"kind": "row", "row": _row_json(work)})
-    return _dumps({"kind": "event", "event": work.model_dump(mode="json")})
+    return _dumps({"kind": "event", "event": work.to_envelope()})

@@ -15,6 +15,8 @@ from app.domain.matching import DefinitionIndex, passes_filters
 from app.domain.models import ActionCommand, Event, Source, WebhookAction
 from app.errors import ExpressionFailed
 
+CustomerRow = Mapping[str, Any] | None
+
 _FIRING_NAMESPACE = uuid.UUID("6f1c2a8e-3b0d-4c8e-9a51-2f7d0e4b9c13")
 
 
@@ -36,11 +38,14 @@ class Evaluation:
 def evaluate(
     index: DefinitionIndex,
     event: Event,
-    customer: Mapping[str, Any] | None,
+    customer: CustomerRow | Callable[[], CustomerRow],
     cooldown_of: Callable[[str], CooldownMark | None],
     now: datetime,
 ) -> Evaluation:
-    """Evaluate every candidate trigger for `event`, highest priority first (ties by id)."""
+    """Evaluate every candidate trigger for `event`, highest priority first (ties by id).
+
+    `customer` may be a function that reads the row: it is then read only if some
+    condition refers to `customer`."""
     result = Evaluation()
     candidates = index.candidates(event.source, event.type)
     if not candidates:
@@ -49,7 +54,7 @@ def evaluate(
     candidates = tuple(t for t in candidates if passes_filters(t.definition.filters, event_json))
     if not candidates:
         return result
-    scope = Scope(event=event_json, customer=customer, now=now)
+    scope = Scope(event=event_json, customer=customer() if callable(customer) else customer, now=now)
     for trigger in candidates:
         _consider(trigger, event, event_json, scope, cooldown_of, now, result)
     return result

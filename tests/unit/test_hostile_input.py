@@ -41,7 +41,7 @@ from app.domain.definitions import (
 from app.domain.engine import action_config
 from app.domain.expressions import Expression, Scope, parse_expression
 from app.domain.intake import MAX_ID_LENGTH, RESERVED, load_json, parse_cdc_event, parse_event
-from app.domain.models import ID_PATTERN, ActionCommand, Event, Source
+from app.domain.models import ID_PATTERN, ActionCommand, Event, EventEnvelope, Source
 from app.domain.rows import RowLoad, parse_row_load
 from app.domain.schedules import tick_to_run
 from app.domain.webhooks import compile_template, refused_address_reason, template_errors
@@ -431,7 +431,7 @@ def test_accepted_events_round_trip_as_strict_json(data):
 @given(data=valid_event_objects(values=FINITE_JSON))
 def test_accepted_events_survive_the_pipeline_envelope_and_the_firing_record(data):
     event = streaming(encode(data))
-    again = Event.model_validate(json.loads(forwarded(event))["event"])
+    again = EventEnvelope.model_validate(json.loads(forwarded(event))["event"]).event()
     assert again == event
     assert json.loads(fired(event))["event"]["customerId"] == data["customerId"]
 
@@ -481,7 +481,7 @@ def test_api_refuses_lone_surrogates_with_a_client_error():
 
 def test_timestamps_with_second_offsets_survive_the_pipeline_envelope():
     event = streaming(b'{"type": "t", "customerId": "c", "timestamp": "2024-05-01T10:00:00+05:30:15"}')
-    assert Event.model_validate(json.loads(forwarded(event))["event"]).timestamp == event.timestamp
+    assert EventEnvelope.model_validate(json.loads(forwarded(event))["event"]).event().timestamp == event.timestamp
 
 
 # --------------------------------------------------------- 4. the expression sandbox at run time

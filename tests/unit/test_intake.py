@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from app.domain.intake import parse_cdc_event, parse_event
+from app.domain.intake import load_json, parse_cdc_event, parse_event, strict_json
 from app.domain.models import Source
 from app.errors import MalformedEvent
 
@@ -254,3 +256,51 @@ def test_cdc_offset_of_arrival_is_kept_when_no_ts_ms():
     body = {k: v for k, v in envelope().items() if k != "ts_ms"}
     event = parse_cdc_event(json.dumps(body).encode(), "fb", arrival, "customer_id")
     assert event.timestamp == arrival
+
+
+# -- the fast JSON path agrees with the strict parser ----------------------------------------
+
+_EDGE_CASES = [
+    b'{"a": NaN}', b'{"a": Infinity}', b'{"a": -Infinity}', b'{"a": 1e999}', b'{"a": -1e400}',
+    b'{"a": 123456789012345678901234567890}', b'{"a": 18446744073709551616}', b'{"a": -9223372036854775809}',
+    b'{"a": 1234567890123456789}', b'{"a": 0.12345678901234567890123}',
+    b'{"a": "\\ud800"}', b'{"a": "\\udc00x"}', b'{"a": "\\ud83d\\ude00"}', b'{"a": "\xed\xa0\x80"}',
+    b'{"a":1,"a":2}', b'\xef\xbb\xbf{"a":1}', b'{"a": "\xff"}', b' {"a":1} ', b'{"a":-0}', b'{"a":-0.0}',
+    b'{"a":1E5}', b'{"a":5e-324}', b'{"a":1.7976931348623157e308}', b'[' * 64 + b']' * 64,
+    b'[' * 65 + b']' * 65, b'{"a":' * 70 + b'1' + b'}' * 70, b'{"a": [1, 2, {"b": null}]}',
+    '{"a": 1}'.encode("utf-16"), b'{"a": 1', b'', b'nul', b'{"a": tru}', b'{"a": "tab\there"}',
+]
+
+
+def _outcome(parse: Any, raw: bytes) -> tuple[str, Any]:
+    try:
+        value = parse(raw)
+    except (ValueError, RecursionError) as exc:
+        return "error", type(exc).__name__
+    return "value", (value, json.dumps(value, sort_keys=True) if not isinstance(value, float) else repr(value))
+
+
+@pytest.mark.parametrize("raw", _EDGE_CASES, ids=range(len(_EDGE_CASES)))
+def test_fast_json_path_agrees_with_the_strict_parser_on_edge_cases(raw: bytes) -> None:
+    fast, strict = _outcome(load_json, raw), _outcome(strict_json, raw)
+    assert fast[0] == strict[0]
+    if fast[0] == "value":
+        assert fast[1][1] == strict[1][1]  # same values, same types (an int stays an int)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+@settings(max_examples=400, deadline=None)
+def test_fast_json_path_agrees_with_the_strict_parser(value: Any) -> None:
+    raw = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    fast, strict = _outcome(load_json, raw), _outcome(strict_json, raw)
+    assert fast[0] == strict[0]
+    if fast[0] == "value":
+        assert fast[1][1] == strict[1][1]
