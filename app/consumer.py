@@ -60,11 +60,27 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     # faust hard-codes fetch_max_wait_ms=1500. Brokers that hold a fetch until that wait
     # expires (Tansu does) would then add up to 1.5 s to every event's latency.
     fetch_max_wait_ms: int = 1500
+    # While a backlog is being worked off, the fetches that matter are answered from it, and
+    # the short wait would only make the broker answer for every idle partition 100 times a
+    # second, costing CPU both sides. So a fetch that brought this many records switches the
+    # wait to `busy_fetch_max_wait_ms` until one brings fewer.
+    busy_fetch_records: int = 2_000
+    busy_fetch_max_wait_ms: int = 250
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
         return consumer
+
+    async def _fetch_records(self, consumer: aiokafka.AIOKafkaConsumer, active_partitions: set[TP],
+                             timeout: float | None = None, max_records: int | None = None) -> Any:
+        records = await super()._fetch_records(consumer, active_partitions, timeout=timeout,
+                                               max_records=max_records)
+        busy = sum(map(len, records.values())) >= self.busy_fetch_records
+        fetcher = getattr(consumer, "_fetcher", None)
+        if fetcher is not None:
+            fetcher._fetch_max_wait_ms = max(self.busy_fetch_max_wait_ms if busy else 0, self.fetch_max_wait_ms)
+        return records
 
 
 class Consumer(faust_aiokafka.Consumer):

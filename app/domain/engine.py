@@ -54,7 +54,7 @@ def evaluate(
     candidates = tuple(t for t in candidates if passes_filters(t.definition.filters, event_json))
     if not candidates:
         return result
-    scope = Scope(event=event_json, customer=customer() if callable(customer) else customer, now=now)
+    scope = Scope(event=event_json, customer=customer, now=now)
     for trigger in candidates:
         _consider(trigger, event, event_json, scope, cooldown_of, now, result)
     return result

@@ -1,4 +1,7 @@
-"""Sandboxed expressions: parsed and checked once, evaluated many times with simpleeval."""
+"""Sandboxed expressions: parsed and checked once, evaluated many times.
+
+Common expressions are also compiled once into a Python function that gives exactly what
+simpleeval gives; anything else, and any evaluation that raises, goes through simpleeval."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
-from simpleeval import DEFAULT_OPERATORS, EvalWithCompoundTypes
+from simpleeval import DEFAULT_OPERATORS, MAX_STRING_LENGTH, EvalWithCompoundTypes
 
 from app.errors import ExpressionFailed, InvalidExpression
 
@@ -129,6 +132,10 @@ _ALLOWED_NODES: tuple[type, ...] = (
 )
 
 
+# Exact types of JSON values that are not objects: no Mapping check needed.
+_NEVER_MAPPINGS = frozenset({str, int, float, bool, type(None), list})
+
+
 class Record:
     """A JSON object seen through attribute access: `event.amount`, `customer.tier`.
 
@@ -151,7 +158,7 @@ class Record:
             if self._missing_is_none:
                 return None
             raise KeyError(f"{self._name} has no field {key!r}") from None
-        if isinstance(value, Mapping):
+        if type(value) not in _NEVER_MAPPINGS and isinstance(value, Mapping):  # the ABC check is slow
             return Record(value, f"{self._name}.{key}", self._missing_is_none)
         return value
 
@@ -178,9 +185,11 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
     and an evaluation stops once it has run longer than MAX_EVALUATION_SECONDS."""
 
     _deadline = 0.0
+    _cpu_started = 0.0
 
     def eval(self, expr: str, previously_parsed: ast.AST | None = None) -> Any:
         self._deadline = time.perf_counter() + MAX_EVALUATION_SECONDS
+        self._cpu_started = time.thread_time()
         return super().eval(expr, previously_parsed=previously_parsed)
 
     def _eval(self, node: ast.AST) -> Any:
@@ -190,8 +199,14 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
         return result
 
     def _check_deadline(self) -> None:
+        # The wall clock is cheap to read; only when it says "late" is the thread's CPU time
+        # asked, because time spent waiting (for a CPU, the interpreter lock, the collector of
+        # another thread) is not the expression's doing and must not make a condition false.
         if time.perf_counter() > self._deadline:
-            raise EvaluationTimeout(f"stopped after {MAX_EVALUATION_SECONDS * 1000:g} ms")
+            used = time.thread_time() - self._cpu_started
+            if used > MAX_EVALUATION_SECONDS:
+                raise EvaluationTimeout(f"stopped after {MAX_EVALUATION_SECONDS * 1000:g} ms")
+            self._deadline = time.perf_counter() + MAX_EVALUATION_SECONDS - used
 
     def _eval_attribute(self, node: ast.Attribute) -> Any:
         if not node.attr.startswith("_"):
@@ -205,10 +220,13 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class Scope:
-    """The names one evaluation sees; built once per event and shared by its expressions."""
+    """The names one evaluation sees; built once per event and shared by its expressions.
+
+    `customer` may be a function returning the row: it is then called only when an
+    expression first refers to `customer` (most conditions do not, and the row is a store read)."""
 
     event: Mapping[str, Any]
-    customer: Mapping[str, Any] | None
+    customer: Mapping[str, Any] | None | Callable[[], Mapping[str, Any] | None]
     now: datetime
     # Further read-only objects, e.g. `trigger` and `firing` in webhook payload templates.
     extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -217,11 +235,32 @@ class Scope:
     def __post_init__(self) -> None:
         names = {
             "event": Record(self.event, "event", missing_is_none=False),
-            "customer": Record(self.customer or {}, "customer", missing_is_none=True),
             "now": self.now,
             **{name: Record(value, name, missing_is_none=False) for name, value in self.extra.items()},
         }
+        if callable(self.customer):
+            names = _CustomerOnDemand(names, self.customer)
+        else:
+            names["customer"] = _customer_record(self.customer)
         object.__setattr__(self, "_names", names)
+
+
+def _customer_record(row: Mapping[str, Any] | None) -> Record:
+    return Record(row or {}, "customer", missing_is_none=True)
+
+
+class _CustomerOnDemand(dict[str, Any]):
+    """Scope names that read the customer row the first time `customer` is looked up."""
+
+    def __init__(self, names: dict[str, Any], load: Callable[[], Mapping[str, Any] | None]) -> None:
+        super().__init__(names)
+        self._load = load
+
+    def __missing__(self, name: str) -> Any:
+        if name != "customer":
+            raise KeyError(name)
+        record = self["customer"] = _customer_record(self._load())
+        return record
 
 
 def _new_evaluator() -> _Evaluator:
@@ -240,15 +279,33 @@ class Expression:
 
     text: str
     _tree: ast.AST = field(repr=False, compare=False)
+    # The same expression as a Python function of the scope's names, when every node of it is
+    # in the fast subset (see _compile); None evaluates with simpleeval only.
+    _compiled: Callable[[Mapping[str, Any]], Any] | None = field(default=None, repr=False, compare=False)
 
     def evaluate(self, scope: Scope) -> Any:
+        compiled = self._compiled
+        if compiled is not None:
+            started = time.perf_counter()
+            try:
+                result = compiled(scope._names)
+            except Exception:  # noqa: BLE001, S110 - simpleeval below gives the exact error
+                pass
+            else:
+                if time.perf_counter() - started <= MAX_EVALUATION_SECONDS:
+                    return result
+                # Late by the wall clock, which may only mean this thread was waiting: simpleeval
+                # decides, stopping it if the expression itself takes too long (_check_deadline).
         _EVALUATOR.names = scope._names
         try:
             return _EVALUATOR.eval(self.text, previously_parsed=self._tree)
         except Exception as exc:  # noqa: BLE001 - any failure is "this event does not qualify"
-            raise ExpressionFailed(f"{self.text!r}: {type(exc).__name__}: {exc}") from exc
+            self._fail(exc)
         finally:
             _EVALUATOR.names = {}  # hold no event data between evaluations
+
+    def _fail(self, exc: Exception) -> NoReturn:
+        raise ExpressionFailed(f"{self.text!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_expression(text: str, names: frozenset[str] = SCOPE_NAMES) -> Expression:
@@ -262,7 +319,7 @@ def parse_expression(text: str, names: frozenset[str] = SCOPE_NAMES) -> Expressi
     except SyntaxError as exc:
         raise InvalidExpression(text, f"syntax error: {exc.msg}") from None
     _check_tree(text, tree, names)
-    return Expression(text=text, _tree=tree.body)
+    return Expression(text=text, _tree=tree.body, _compiled=_compile(tree.body, names))
 
 
 def _check_tree(text: str, tree: ast.Expression, names: frozenset[str]) -> None:
@@ -293,3 +350,221 @@ def _is_called(name: ast.Name, nodes: list[ast.AST]) -> bool:
 
 def _functions() -> str:
     return ", ".join(sorted(FUNCTIONS))
+
+
+# --- Compiling the fast subset ------------------------------------------------------------
+#
+# A checked tree whose nodes are all in the subset below becomes the body of
+# `lambda _n: ...`, compiled once, that computes what _Evaluator computes, node for node:
+#
+# - a scope name is `_n["event"]`, a lookup in the scope's names mapping (as simpleeval's);
+# - `x.attr` is `_attr(x, "attr")`: an item of a Record or Mapping, never Python attribute
+#   access; on anything else (`now.year`) it raises _Fallback and simpleeval decides;
+# - operators are calls of the functions in OPERATORS, calls are calls of those in FUNCTIONS,
+#   both looked up when compiling; comparison chains, and/or and if/else run in the same order
+#   and return the same objects; constants are the tree's own objects (closure variables, so
+#   `is` and folding behave as in simpleeval);
+# - every node's value that simpleeval would check (modules, forbidden functions) is checked
+#   with simpleeval's own check; values of a type that check passes untouched skip it.
+#
+# Sandbox: the generated code is built as an AST from the checked tree, so user text only ever
+# appears in it as constants (names and attributes as string keys), never as identifiers. Its
+# globals hold no builtins, only the helpers below; it can only look items up, build
+# lists/tuples/dicts and call OPERATORS, FUNCTIONS and these helpers. Pow, Mult and Mod, which
+# can be made slow, are not in the subset: those expressions keep simpleeval's deadline. Any
+# exception in a compiled function makes `evaluate` re-run simpleeval, so errors are exactly
+# simpleeval's; expressions are pure, so evaluating twice is safe.
+
+_FAST_BINARY: dict[type, str] = {ast.Add: "Add", ast.Sub: "Sub", ast.Div: "Div", ast.FloorDiv: "FloorDiv"}
+_FAST_UNARY: dict[type, str] = {ast.Not: "Not", ast.USub: "USub", ast.UAdd: "UAdd"}
+_COMPARE: dict[type, str] = {
+    ast.Eq: "Eq", ast.NotEq: "NotEq", ast.Lt: "Lt", ast.LtE: "LtE", ast.Gt: "Gt", ast.GtE: "GtE",
+    ast.In: "In", ast.NotIn: "NotIn", ast.Is: "Is", ast.IsNot: "IsNot",
+}
+# Types on which simpleeval's per-node check does nothing: not modules, not callable, not
+# containers it looks into. Checking exact types keeps subclasses on the full check.
+_UNCHECKED_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), Record, datetime, timedelta})
+
+
+class _Fallback(Exception):
+    """Raised by compiled code for what only simpleeval handles."""
+
+
+class _NotFast(Exception):
+    """A node outside the compiled subset."""
+
+
+def _no_check(value: Any) -> None:
+    return None
+
+
+# simpleeval's check of every node's value (modules, forbidden functions, inside containers).
+_check_items: Callable[[Any], None] = getattr(_EVALUATOR, "_check_disallowed_items", _no_check)
+
+
+def _checked(value: Any) -> Any:
+    _check_items(value)
+    return value
+
+
+def _attr(target: Any, attr: str) -> Any:
+    """`target.attr` as _Evaluator reads it from a Record or a Mapping."""
+    if type(target) is Record:
+        value = target._lookup(attr)  # what Record's [] does, one call less
+    elif isinstance(target, Record | Mapping):
+        value = target[attr]
+    else:
+        raise _Fallback  # e.g. `now.year`: Python attribute access, left to simpleeval's checks
+    if type(value) not in _UNCHECKED_TYPES:
+        _check_items(value)
+    return value
+
+
+_GLOBALS: dict[str, Any] = {
+    "__builtins__": {},
+    "_type": type,
+    "_unchecked": _UNCHECKED_TYPES,
+    "_checked": _checked,
+    "_attr": _attr,
+    **{f"_op_{name}": OPERATORS[op] for table in (_FAST_BINARY, _FAST_UNARY, _COMPARE) for op, name in table.items()},
+    **{f"_f_{name}": function for name, function in FUNCTIONS.items()},
+}
+
+
+def _load(name: str) -> ast.Name:
+    return ast.Name(id=name, ctx=ast.Load())
+
+
+def _call(name: str, *args: ast.expr) -> ast.Call:
+    return ast.Call(func=_load(name), args=list(args), keywords=[])
+
+
+class _Compiler:
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+        self.constants: list[Any] = []
+        self.temps = 0
+
+    def temp(self) -> str:
+        self.temps += 1
+        return f"_t{self.temps}"
+
+    def assign(self, name: str, value: ast.expr) -> ast.NamedExpr:
+        return ast.NamedExpr(target=ast.Name(id=name, ctx=ast.Store()), value=value)
+
+    def checked(self, value: ast.expr) -> ast.expr:
+        """`value`, through simpleeval's check unless its type needs none (inline: no call)."""
+        t = self.temp()
+        test = ast.Compare(left=_call("_type", self.assign(t, value)), ops=[ast.In()],
+                           comparators=[_load("_unchecked")])
+        return ast.IfExp(test=test, body=_load(t), orelse=_call("_checked", _load(t)))
+
+    def emit(self, node: ast.AST) -> ast.expr:
+        if isinstance(node, ast.Constant):
+            return self.constant(node)
+        if isinstance(node, ast.Name):
+            if node.id not in self.names:
+                raise _NotFast
+            return self.checked(ast.Subscript(value=_load("_n"), slice=ast.Constant(node.id), ctx=ast.Load()))
+        if isinstance(node, ast.Attribute):
+            if node.attr.startswith("_"):
+                raise _NotFast
+            return _call("_attr", self.emit(node.value), ast.Constant(node.attr))
+        if isinstance(node, ast.Subscript):
+            if isinstance(node.slice, ast.Slice):
+                raise _NotFast
+            return self.checked(ast.Subscript(value=self.emit(node.value), slice=self.emit(node.slice),
+                                              ctx=ast.Load()))
+        if isinstance(node, ast.List):
+            return self.checked(ast.List(elts=[self.emit(e) for e in node.elts], ctx=ast.Load()))
+        if isinstance(node, ast.Tuple):
+            return self.checked(ast.Tuple(elts=[self.emit(e) for e in node.elts], ctx=ast.Load()))
+        if isinstance(node, ast.Dict):
+            if any(key is None for key in node.keys):  # {**x}
+                raise _NotFast
+            return self.checked(ast.Dict(keys=[self.emit(k) for k in node.keys if k is not None],
+                                         values=[self.emit(v) for v in node.values]))
+        if isinstance(node, ast.BinOp) and type(node.op) in _FAST_BINARY:
+            operation = f"_op_{_FAST_BINARY[type(node.op)]}"
+            return self.checked(_call(operation, self.emit(node.left), self.emit(node.right)))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _FAST_UNARY:
+            value = _call(f"_op_{_FAST_UNARY[type(node.op)]}", self.emit(node.operand))
+            return value if isinstance(node.op, ast.Not) else self.checked(value)  # not: a bool
+        if isinstance(node, ast.Compare):
+            return self.compare(node)
+        if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And | ast.Or):
+            return self.boolop(node)
+        if isinstance(node, ast.IfExp):
+            # The value is the body's or the other branch's, already checked.
+            return ast.IfExp(test=self.emit(node.test), body=self.emit(node.body), orelse=self.emit(node.orelse))
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        raise _NotFast
+
+    def constant(self, node: ast.Constant) -> ast.expr:
+        value = node.value
+        if isinstance(value, str | bytes) and len(value) > MAX_STRING_LENGTH:
+            raise _NotFast  # simpleeval refuses it, with its message
+        # The tree's own object, as simpleeval returns it; a closure variable, so `1000 is 1000`
+        # compares two objects as in simpleeval rather than one merged constant, nothing is
+        # folded, and `None[0]` is no compile-time SyntaxWarning.
+        self.constants.append(value)
+        return _load(f"_k{len(self.constants)}")
+
+    def compare(self, node: ast.Compare) -> ast.expr:
+        # simpleeval: left, then each comparator in turn; stop at the first falsy result and
+        # return it, else the last result. An `and` of the steps does the same (one truth test
+        # per step but the last), each comparator kept in a temporary for the next step.
+        if any(type(op) not in _COMPARE for op in node.ops):
+            raise _NotFast
+        steps: list[ast.expr] = []
+        left = self.emit(node.left)
+        for index, (op, comparator) in enumerate(zip(node.ops, node.comparators, strict=True)):
+            right = self.emit(comparator)
+            if index < len(node.ops) - 1:
+                t = self.temp()
+                steps.append(_call(f"_op_{_COMPARE[type(op)]}", left, self.assign(t, right)))
+                left = _load(t)
+            else:
+                steps.append(_call(f"_op_{_COMPARE[type(op)]}", left, right))
+        result = steps[0] if len(steps) == 1 else ast.BoolOp(op=ast.And(), values=steps)
+        return self.checked(result)
+
+    def boolop(self, node: ast.BoolOp) -> ast.expr:
+        # Python's and/or return the deciding value like simpleeval's; simpleeval also tests the
+        # truth of the last value, which `t if (not (t := last)) or True else t` does once.
+        values = [self.emit(value) for value in node.values]
+        t = self.temp()
+        truth = ast.BoolOp(op=ast.Or(), values=[ast.UnaryOp(op=ast.Not(), operand=self.assign(t, values[-1])),
+                                                 ast.Constant(True)])
+        values[-1] = ast.IfExp(test=truth, body=_load(t), orelse=_load(t))
+        return ast.BoolOp(op=node.op, values=values)  # the value is one of the checked values
+
+    def call(self, node: ast.Call) -> ast.expr:
+        if not (isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS) or node.keywords:
+            raise _NotFast
+        if any(isinstance(arg, ast.Starred) for arg in node.args):
+            raise _NotFast
+        return self.checked(_call(f"_f_{node.func.id}", *(self.emit(arg) for arg in node.args)))
+
+
+def _lambda(params: list[str], body: ast.expr) -> ast.Lambda:
+    arguments = ast.arguments(posonlyargs=[], args=[ast.arg(arg=p) for p in params], vararg=None,
+                              kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
+    return ast.Lambda(args=arguments, body=body)
+
+
+def _compile(tree: ast.AST, names: frozenset[str]) -> Callable[[Mapping[str, Any]], Any] | None:
+    """`tree` (checked by _check_tree) as a function of the scope's names, or None when it has
+    a node outside the fast subset."""
+    compiler = _Compiler(names)
+    try:
+        body = compiler.emit(tree)
+        constants = [f"_k{i}" for i in range(1, len(compiler.constants) + 1)]
+        # `lambda _k1, ...: lambda _n: body`, called once with the constants.
+        factory = ast.fix_missing_locations(ast.Expression(body=_lambda(constants, _lambda(["_n"], body))))
+        code = compile(factory, "<expression>", "eval")
+    except (_NotFast, RecursionError, MemoryError, SyntaxError, ValueError):
+        return None
+    function: Callable[[Mapping[str, Any]], Any] = eval(code, _GLOBALS)(*compiler.constants)  # noqa: S307
+    return function

@@ -246,3 +246,19 @@ def test_huge_cooldown_is_refused_or_simply_blocks(minutes):
     marks = {"huge": CooldownMark(NOW - timedelta(minutes=5), "e0")}
     result = run(huge, trigger("other", 10), marks=marks)
     assert (fired(result), result.cooled_down) == (["other"], ["huge"])
+
+
+def test_the_customer_row_is_read_only_when_a_condition_refers_to_it() -> None:
+    reads: list[int] = []
+
+    def row() -> dict[str, Any]:
+        reads.append(1)
+        return {"tier": "gold"}
+
+    event_only = [trigger("a", conditions=["event.amount > 1000"]), trigger("b", conditions=["event.channel == 'web'"])]
+    assert fired(run(*event_only, customer=row)) == ["a", "b"]  # type: ignore[arg-type]
+    assert reads == []
+    with_customer = [trigger("c", 60, conditions=["customer.tier == 'gold'"]),
+                     trigger("d", 50, conditions=["customer.tier != 'silver'"])]
+    assert fired(run(*event_only, *with_customer, customer=row)) == ["c", "a", "b", "d"]  # type: ignore[arg-type]
+    assert reads == [1]  # once per event, however many conditions read it
