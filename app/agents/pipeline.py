@@ -82,7 +82,6 @@ class Pipeline:
         self.ticks_done = ticks_done
         self.clock = clock
         self.counters: Counter[str] = Counter()
-        self._events_in = {source: metrics.events_in.labels(source.value) for source in Source}
         # Other kinds of re-routed work (e.g. journey events), by envelope "kind".
         self.rerouted_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
 
@@ -167,7 +166,7 @@ class Pipeline:
     def evaluate_now(self, event: Event) -> Evaluation | None:
         """The decision for one event, without I/O; None when no trigger could match."""
         self.counters[_EVENTS_COUNTER[event.source]] += 1
-        self._events_in[event.source].inc()
+        self.metrics.events_in.inc(event.source)
         if not self.catalogs.triggers.index.candidates(event.source, event.type):
             return None  # most events match no trigger: skip the state reads entirely
         started = time.perf_counter()

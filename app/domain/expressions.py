@@ -233,11 +233,9 @@ class Scope:
     _names: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = {
-            "event": Record(self.event, "event", missing_is_none=False),
-            "now": self.now,
-            **{name: Record(value, name, missing_is_none=False) for name, value in self.extra.items()},
-        }
+        names = {"event": Record(self.event, "event", missing_is_none=False), "now": self.now}
+        for name, value in self.extra.items():
+            names[name] = Record(value, name, missing_is_none=False)
         if callable(self.customer):
             names = _CustomerOnDemand(names, self.customer)
         else:

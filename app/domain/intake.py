@@ -25,11 +25,18 @@ def parse_event(raw: bytes | None, source: Source, fallback_id: str, arrival: da
     replayed message gets the same event id and therefore the same firingIds.
     """
     data = _json_object(raw)
-    event_type = _required_text(data, "type")
-    customer_id = _required_text(data, "customerId")
+    event_type: Any = data.get("type")
+    customer_id: Any = data.get("customerId")
+    event_id: Any = data.get("id")
+    if not (_short_text(event_type) and _short_text(customer_id)
+            and (event_id is None or event_id == "" or _short_text(event_id))):
+        # The checks one by one, for the reason (the test above is their quick form).
+        event_type = _required_text(data, "type")
+        customer_id = _required_text(data, "customerId")
+        event_id = _optional_text(data, "id")
     fields = {k: v for k, v in data.items() if k not in RESERVED}
     return Event(
-        id=_optional_text(data, "id") or fallback_id,
+        id=event_id or fallback_id,
         type=event_type,
         customer_id=customer_id,
         source=source,
@@ -161,6 +168,10 @@ def _json_object(raw: bytes | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MalformedEvent(f"an event is a JSON object, not {type(data).__name__}")
     return data
+
+
+def _short_text(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_ID_LENGTH
 
 
 def _required_text(data: dict[str, Any], name: str) -> str:

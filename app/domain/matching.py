@@ -61,13 +61,14 @@ class DefinitionIndex:
 
     def candidates(self, source: Source, event_type: str) -> tuple[CompiledTrigger, ...]:
         """Enabled definitions for this exact type or the source's wildcard, in priority order."""
-        key = (source.value, event_type)
+        # A StrEnum member hashes and compares as its text: no `.value` lookup per event.
+        key = (source, event_type)
         if key not in self._groups:
-            key = (source.value, WILDCARD)
+            key = (source, WILDCARD)
         cached = self._candidates.get(key)
         if cached is None:
             exact = self._groups.get(key, [])
-            wildcard = self._groups.get((source.value, WILDCARD), []) if key[1] != WILDCARD else []
+            wildcard = self._groups.get((source, WILDCARD), []) if key[1] != WILDCARD else []
             cached = tuple(sorted([*exact, *wildcard], key=lambda t: t.sort_key))
             self._candidates[key] = cached
         return cached
