@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
 import faust
 from faust import Stream
-from faust.types import EventT, Message, StreamT, TopicT
+from faust.types import TP, EventT, Message, StreamT, TopicT
 from faust.web import Request, Response, View
 
-from app.agents.pipeline import Pipeline
+from app.agents.pipeline import Pipeline, RawRecord
 from app.agents.scheduler import Scheduler
 from app.agents.sinks import Sinks
 from app.api import register_api
@@ -146,10 +146,10 @@ def build_app(settings: Settings) -> TriggerApp:
 
     app.consume_in_batches(pipeline.source_topic, pipeline.on_source_batch, intake_ready)
     app.consume_in_batches(pipeline.rerouted_topic, pipeline.on_rerouted_batch, intake_ready)
+    app.consume_in_batches(sinks.topics["enroll_journey"], one_by_one(sinks.on_enroll_journey), intake_ready)
+    app.consume_in_batches(sinks.topics["update_attribute"], one_by_one(sinks.on_update_attribute), intake_ready)
+    app.consume_in_batches(sinks.journey_events_topic, one_by_one(sinks.on_journey_event), intake_ready)
     agent(pipeline.ticks_topic, "schedule-ticks", pipeline.on_tick)
-    agent(sinks.topics["enroll_journey"], "sink-enroll-journey", sinks.on_enroll_journey)
-    agent(sinks.topics["update_attribute"], "sink-update-attribute", sinks.on_update_attribute)
-    agent(sinks.journey_events_topic, "journey-events", sinks.on_journey_event)
     manually_acked_agent(sinks.topics["webhook"], "sink-webhook", sinks.on_webhook)
     manually_acked_agent(sinks.topics["fire_recommend"], "sink-fire-recommend", sinks.on_fire_recommend)
 
@@ -173,6 +173,13 @@ def build_app(settings: Settings) -> TriggerApp:
 
     app.pipeline = pipeline  # type: ignore[attr-defined]
     return app
+
+
+def one_by_one(handle: Callable[[RawRecord], Awaitable[None]]) -> BatchHandler:
+    async def handle_batch(tp: TP, records: Sequence[RawRecord]) -> None:
+        for record in records:
+            await handle(record)
+    return handle_batch
 
 
 def health_report(app: TriggerApp, pipeline: Pipeline, sinks: Sinks) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from faust.types import TP, AppT, Message, TableT, TopicT
 
@@ -26,7 +26,7 @@ from app.kafka import partition_for
 from app.metrics import Metrics, reason_code
 from app.registry import Catalogs
 from app.settings import Settings
-from app.topics import ACTION_TYPES, Topics
+from app.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,7 @@ class Pipeline:
         self.rerouted_topic = topic(topics.rerouted)
         self.ticks_topic = topic(topics.ticks)
         self.definitions_topic = topic(*topics.definition_topics)
-        self._out = {name: topic(name) for name in (
-            topics.firings, topics.deadletter, topics.errors, topics.schema, topics.rerouted,
-            *(topics.action(t) for t in ACTION_TYPES))}
+        self._app = app
 
     # -- intake (batches of records, straight from the fetch: see app/consumer.py) --------
 
@@ -320,11 +318,18 @@ class Pipeline:
         })
 
     async def send(self, topic: str, key: str | None, value: Any) -> None:
-        if topic not in self._out:
-            self._out[topic] = self._topic(topic)
-        await self._out[topic].send(
-            key=key.encode() if key is not None else None,
-            value=value if isinstance(value, bytes) else _dumps(value))
+        """Hand a record to the producer; the consumer flushes the producer before it commits
+        an offset, so a crash cannot commit past an event whose output was not written.
+        (Straight to the producer: faust's Topic.send adds several layers per record.)"""
+        delivery = await self._app.producer.send(
+            topic, key.encode() if key is not None else None,
+            value if isinstance(value, bytes) else _dumps(value), None, None, None)
+        cast(asyncio.Future[Any], delivery).add_done_callback(_log_failed_delivery)
+
+
+def _log_failed_delivery(delivery: asyncio.Future[Any]) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.error("a record could not be written", extra={"error": repr(delivery.exception())})
 
 
 def stored(table: TableT[str, Any], key: str) -> Any:

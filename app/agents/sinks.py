@@ -17,7 +17,7 @@ from faust.types import AppT, EventT, Message, TableT, TopicT
 from pydantic import ValidationError
 
 from app.agents.acks import InOrderAcks
-from app.agents.pipeline import Pipeline, stored
+from app.agents.pipeline import Pipeline, RawRecord, stored
 from app.domain import dedup, journeys
 from app.domain.decisions import decide, decision_id
 from app.domain.expressions import Expression, Scope, parse_expression
@@ -93,7 +93,7 @@ class Sinks:
     def _reason(exc: Exception) -> str:
         return str(exc) if isinstance(exc, ActionFailed) else f"malformed action: {type(exc).__name__}: {exc}"
 
-    def _command(self, message: Message) -> ActionCommand:
+    def _command(self, message: RawRecord | Message) -> ActionCommand:
         try:
             return ActionCommand.model_validate(load_json(message.value or b"null"))
         except (ValueError, ValidationError) as exc:
@@ -115,7 +115,7 @@ class Sinks:
         self.counters[f"{sink}.performed"] += 1
         self.metrics.sink_outcomes.labels(sink, "performed").inc()
 
-    async def _dead_letter(self, sink: str, message: Message, command: ActionCommand | None,
+    async def _dead_letter(self, sink: str, message: RawRecord | Message, command: ActionCommand | None,
                            reason: str, result: DeliveryResult | None = None) -> None:
         self.counters[f"{sink}.deadlettered"] += 1
         self.metrics.sink_outcomes.labels(sink, "deadlettered").inc()
@@ -265,7 +265,7 @@ class Sinks:
 
     # -- enroll_journey ---------------------------------------------------------------------
 
-    async def on_enroll_journey(self, message: Message) -> None:
+    async def on_enroll_journey(self, message: RawRecord) -> None:
         command: ActionCommand | None = None
         try:
             command = self._command(message)
@@ -295,7 +295,7 @@ class Sinks:
     def _enrollments(self, customer_id: str) -> list[journeys.Enrollment]:
         return [journeys.Enrollment.from_json(e) for e in stored(self.enrollments, customer_id) or []]
 
-    async def on_journey_event(self, message: Message) -> None:
+    async def on_journey_event(self, message: RawRecord) -> None:
         """`journeys.events`: a journey service says an enrollment completed or exited."""
         try:
             customer_id, journey_id, enrollment_id, status = _journey_event(message.value)
@@ -323,7 +323,7 @@ class Sinks:
 
     # -- update_attribute -------------------------------------------------------------------
 
-    async def on_update_attribute(self, message: Message) -> None:
+    async def on_update_attribute(self, message: RawRecord) -> None:
         command: ActionCommand | None = None
         try:
             command = self._command(message)

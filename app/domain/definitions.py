@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -26,6 +26,11 @@ class CompiledTrigger:
     definition: TriggerDefinition
     conditions: tuple[Expression, ...]
     attributes: dict[str, Expression]
+    # The action as action commands carry it: computed once, not per firing.
+    command_action: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "command_action", action_config(self.definition))
 
     @property
     def id(self) -> str:
@@ -35,6 +40,19 @@ class CompiledTrigger:
     def sort_key(self) -> tuple[int, str]:
         """Descending priority, ties by id: the contract's evaluation order."""
         return (-self.definition.priority, self.definition.id)
+
+
+def action_config(definition: TriggerDefinition) -> dict[str, Any]:
+    """The action as carried by commands, minus what may be a credential: a webhook's
+    secret and header values stay in the definition (commands say `"signed": true` and
+    list `headerNames`), and the webhook sink reads them from there."""
+    action = definition.action
+    config = action.model_dump(mode="json", by_alias=True, exclude_none=True,
+                               exclude={"secret", "headers"})
+    if isinstance(action, WebhookAction):
+        config["signed"] = action.secret is not None
+        config["headerNames"] = sorted(action.headers)
+    return config
 
 
 def compile_definition(value: bytes | str | dict[str, Any], key: str | None = None) -> CompiledTrigger:

@@ -38,7 +38,6 @@ from app.domain.definitions import (
     compile_journey,
     compile_schema_table,
 )
-from app.domain.engine import action_config
 from app.domain.expressions import Expression, Scope, parse_expression
 from app.domain.intake import MAX_ID_LENGTH, RESERVED, load_json, parse_cdc_event, parse_event
 from app.domain.models import ID_PATTERN, ActionCommand, Event, EventEnvelope, Source
@@ -316,7 +315,7 @@ def test_definitions_with_wrong_types_are_refused_with_invalid_definition(data, 
     assert key is None or trigger.id == key
     # What a compiled definition shows (API) and carries (commands) is strict JSON.
     json.dumps(trigger.definition.public_dict(), allow_nan=False)
-    json.dumps(action_config(trigger), allow_nan=False)
+    json.dumps(trigger.command_action, allow_nan=False)
 
 
 @FUZZ_SMALL
@@ -723,7 +722,7 @@ def test_an_accepted_deep_payload_can_be_carried_by_commands():
     trigger = attempt(lambda: compile_definition(_webhook_definition(b"[" * 300 + b"]" * 300)),
                       InvalidDefinition)
     if trigger is not None:
-        json.dumps(action_config(trigger))
+        json.dumps(trigger.command_action)
         json.dumps(trigger.definition.public_dict())
 
 
