@@ -125,8 +125,11 @@ async def engine_throughput(bootstrap: str, workdir: Path, events: list[bytes], 
     # Topics and definitions first (a throwaway start creates the topics), then the backlog.
     deployment.worker.start()
     await deployment.worker.wait_healthy()
+    # The journey the definitions enroll into, so firings are performed (not dead-lettered).
+    await deployment.publish(deployment.topics.journey_definitions, [{"id": "bench", "maxDurationDays": 30}])
     await deployment.publish(deployment.topics.definitions, defs)
-    await deployment.worker.wait_for(lambda r: r["definitions"] == len(defs), what="loaded")
+    await deployment.worker.wait_for(lambda r: r["definitions"] == len(defs)
+                                     and r["catalogs"]["journey"]["count"] == 1, what="loaded")
     deployment.worker.stop()
     await produce(bootstrap, deployment.topics.streaming, events)
     deployment.worker.start()
