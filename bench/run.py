@@ -45,9 +45,17 @@ def make_events(count: int, customers: int, types: list[str], firing_share: floa
     return events
 
 
+CHANNELS = ["web", "app", "store", "email", "sms"]
+
+
 def definitions(count: int, types: list[str]) -> list[dict[str, Any]]:
+    """`count` definitions over `types`. Where several share a type, their filters name
+    different channels and only one names the events' "web": every definition of the type
+    is a candidate and is checked, but the same events fire as with one per type, so (c)
+    differs from (b) in the definitions to match, not in the actions to perform."""
     return [{"id": f"bench-{n}", "source": "streaming", "eventType": types[n % len(types)],
-             "filters": {"channel": "web"}, "conditions": ["event.amount > 1000"],
+             "filters": {"channel": CHANNELS[n // len(types) % len(CHANNELS)]},
+             "conditions": ["event.amount > 1000"],
              "action": {"type": "enroll_journey", "journeyId": "bench"}, "priority": 1 + n % 100}
             for n in range(count)]
 

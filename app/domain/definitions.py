@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.domain.decisions import CompiledDecisionFlow, DecisionFlowDefinition, compile_flow
 from app.domain.expressions import Expression, parse_expression
+from app.domain.filters import FilterCheck, compile_filters
 from app.domain.intake import check_json_value, load_json
 from app.domain.journeys import JourneyDefinition
 from app.domain.models import TriggerDefinition, UpdateAttributeAction, WebhookAction
@@ -26,11 +27,13 @@ class CompiledTrigger:
     definition: TriggerDefinition
     conditions: tuple[Expression, ...]
     attributes: dict[str, Expression]
-    # The action as action commands carry it: computed once, not per firing.
+    # The action as action commands carry it, and the filters as one check: built once.
     command_action: dict[str, Any] = field(init=False, repr=False, compare=False)
+    passes_filters: FilterCheck = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command_action", action_config(self.definition))
+        object.__setattr__(self, "passes_filters", compile_filters(self.definition.filters))
 
     @property
     def id(self) -> str:

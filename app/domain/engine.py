@@ -51,7 +51,7 @@ def evaluate(
     if not candidates:
         return result
     event_json = event.as_json()
-    candidates = tuple(t for t in candidates if passes_filters(t.definition.filters, event_json))
+    candidates = tuple(t for t in candidates if t.passes_filters(event_json))
     if not candidates:
         return result
     scope = Scope(event=event_json, customer=customer, now=now)
@@ -65,7 +65,7 @@ def evaluate_scheduled(trigger: CompiledTrigger, event: Event, customer: Mapping
     """One scheduled trigger for one customer at one tick: its filters apply to the
     customer's row (the audience), its conditions see the tick as `event`."""
     result = Evaluation()
-    if trigger.definition.enabled and passes_filters(trigger.definition.filters, customer):
+    if trigger.definition.enabled and trigger.passes_filters(customer):
         event_json = event.as_json()
         scope = Scope(event=event_json, customer=customer, now=now)
         _consider(trigger, event, event_json, scope, cooldown_of, now, result)
@@ -78,7 +78,7 @@ def _consider(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any]
         return
     at = effective_time(event.timestamp, now)
     cooldown = trigger.definition.cooldown_minutes
-    if not may_fire(cooldown_of(trigger.id), cooldown, event.id, at):
+    if cooldown > 0 and not may_fire(cooldown_of(trigger.id), cooldown, event.id, at):
         result.cooled_down.append(trigger.id)
         return
     if cooldown > 0:

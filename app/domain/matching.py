@@ -1,12 +1,14 @@
-"""Which definitions an event can match: an index by (source, eventType), and filter checks."""
+"""Which definitions an event can match: an index by (source, eventType)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 from app.domain.definitions import CompiledTrigger
+from app.domain.filters import passes_filters
 from app.domain.models import Source
+
+__all__ = ["WILDCARD", "DefinitionIndex", "passes_filters"]
 
 WILDCARD = "*"
 
@@ -72,24 +74,3 @@ class DefinitionIndex:
             cached = tuple(sorted([*exact, *wildcard], key=lambda t: t.sort_key))
             self._candidates[key] = cached
         return cached
-
-
-def passes_filters(filters: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
-    """Equality on each named field; a list means "one of". A missing field never passes."""
-    for name, expected in filters.items():
-        if name not in fields:
-            return False
-        actual = fields[name]
-        if isinstance(expected, list):
-            if not any(_equal(actual, option) for option in expected):
-                return False
-        elif not _equal(actual, expected):
-            return False
-    return True
-
-
-def _equal(actual: Any, expected: Any) -> bool:
-    # JSON true must not equal 1, which Python's == would allow.
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        return type(actual) is type(expected) and actual == expected
-    return bool(actual == expected)

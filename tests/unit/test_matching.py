@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.domain.definitions import CompiledTrigger, compile_definition
+from app.domain.filters import compile_filters
 from app.domain.matching import DefinitionIndex, passes_filters
 from app.domain.models import Source
 
@@ -160,3 +163,29 @@ def test_all_lists_every_definition_including_disabled():
 )
 def test_passes_filters(filters, fields, passes):
     assert passes_filters(filters, fields) is passes
+
+
+# -- compiled filters give passes_filters' answer for every input -----------------------------
+
+_scalars = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from([0.0, 1.0, 2.5, -1.0]) \
+    | st.sampled_from(["", "web", "app", "1", "true"])
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2), max_leaves=6)
+_names = st.sampled_from(["channel", "amount", "flag", "tags", "x"])
+
+
+@given(st.dictionaries(_names, _values | st.lists(_values, max_size=4), max_size=3),
+       st.dictionaries(_names, _values, max_size=5))
+@settings(max_examples=2000, deadline=None)
+def test_compiled_filters_agree_with_passes_filters(filters: dict[str, Any], fields: dict[str, Any]) -> None:
+    assert compile_filters(filters)(fields) is passes_filters(filters, fields)
+
+
+@pytest.mark.parametrize(("filters", "fields"), [
+    ({"flag": True}, {"flag": 1}), ({"flag": 1}, {"flag": True}), ({"flag": [1, "a"]}, {"flag": True}),
+    ({"flag": [True]}, {"flag": 1}), ({"n": 1}, {"n": 1.0}), ({"n": [1.0]}, {"n": 1}),
+    ({"n": [None]}, {"n": None}), ({"n": [[1]]}, {"n": [1]}), ({"n": [1]}, {"n": [1]}),
+    ({"n": {"a": 1}}, {"n": {"a": 1}}), ({"n": []}, {"n": 1}), ({}, {}), ({"n": None}, {}),
+])
+def test_compiled_filters_agree_on_the_corners(filters: dict[str, Any], fields: dict[str, Any]) -> None:
+    assert compile_filters(filters)(fields) is passes_filters(filters, fields)
