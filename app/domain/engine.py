@@ -47,11 +47,10 @@ def evaluate(
     `customer` may be a function that reads the row: it is then read only if some
     condition refers to `customer`."""
     result = Evaluation()
-    candidates = index.candidates(event.source, event.type)
-    if not candidates:
+    if not index.candidates(event.source, event.type):
         return result
     event_json = event.as_json()
-    candidates = tuple(t for t in candidates if t.passes_filters(event_json))
+    candidates = index.matching(event.source, event.type, event_json)
     if not candidates:
         return result
     scope = Scope(event=event_json, customer=customer, now=now)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from app.domain.definitions import CompiledTrigger
 from app.domain.filters import passes_filters
@@ -26,6 +28,7 @@ class DefinitionIndex:
         # Merged exact+wildcard lists, only for types some definition names, so events of
         # arbitrary unknown types cannot grow it.
         self._candidates: dict[tuple[str, str], tuple[CompiledTrigger, ...]] = {}
+        self._prefiltered: dict[tuple[str, str], _Prefiltered] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -48,6 +51,7 @@ class DefinitionIndex:
             group.append(trigger)
             group.sort(key=lambda t: t.sort_key)
         self._candidates.clear()
+        self._prefiltered.clear()
 
     def remove(self, trigger_id: str) -> None:
         old = self._by_id.pop(trigger_id, None)
@@ -60,6 +64,7 @@ class DefinitionIndex:
         else:
             self._groups.pop(key, None)
         self._candidates.clear()
+        self._prefiltered.clear()
 
     def candidates(self, source: Source, event_type: str) -> tuple[CompiledTrigger, ...]:
         """Enabled definitions for this exact type or the source's wildcard, in priority order."""
@@ -74,3 +79,74 @@ class DefinitionIndex:
             cached = tuple(sorted([*exact, *wildcard], key=lambda t: t.sort_key))
             self._candidates[key] = cached
         return cached
+
+    def matching(self, source: Source, event_type: str, fields: Mapping[str, Any]) -> tuple[CompiledTrigger, ...]:
+        """The candidates whose filters pass for `fields`, in priority order. With many
+        definitions of one type told apart by a filter, only those that name the event's
+        value are checked: the cost follows the matches, not the definitions."""
+        key = (source, event_type)
+        prefiltered = self._prefiltered.get(key)
+        if prefiltered is None:
+            candidates = self.candidates(source, event_type)
+            if not candidates:
+                return ()
+            prefiltered = self._prefiltered[key] = _Prefiltered(candidates)
+        return tuple(t for t in prefiltered.possible(fields) if t.passes_filters(fields))
+
+
+class _Prefiltered:
+    """Candidates of one (source, eventType) indexed by the value one field must have.
+
+    The field is the one most candidates filter on with plain values (text, numbers,
+    booleans, null, or lists of them). A candidate is left out for an event only when its
+    filter on that field cannot pass, so the full filter check afterwards decides as before.
+    """
+
+    def __init__(self, candidates: tuple[CompiledTrigger, ...]) -> None:
+        self.all = candidates
+        usable = Counter(name for t in candidates for name, expected in t.definition.filters.items()
+                         if _plain_options(expected) is not None)
+        self.field: str | None = None
+        if len(candidates) < 4 or not usable:
+            return  # a scan is as cheap
+        self.field = usable.most_common(1)[0][0]
+        unindexed: list[CompiledTrigger] = []
+        indexed: dict[Any, list[CompiledTrigger]] = {}
+        for trigger in candidates:
+            options = _plain_options(trigger.definition.filters.get(self.field, _UNSET))
+            if options is None:
+                unindexed.append(trigger)
+            else:
+                for option in options:
+                    bucket = indexed.setdefault(_index_key(option), [])
+                    if trigger not in bucket:
+                        bucket.append(trigger)
+        self.unindexed = tuple(unindexed)
+        self.by_value = {value: tuple(sorted([*triggers, *unindexed], key=lambda t: t.sort_key))
+                         for value, triggers in indexed.items()}
+
+    def possible(self, fields: Mapping[str, Any]) -> tuple[CompiledTrigger, ...]:
+        if self.field is None:
+            return self.all
+        actual = fields.get(self.field, _UNSET)
+        if actual is _UNSET:
+            return self.unindexed
+        try:
+            return self.by_value.get(_index_key(actual), self.unindexed)
+        except TypeError:  # a list or an object: equal to no plain value
+            return self.unindexed
+
+
+_UNSET = object()
+
+
+def _plain_options(expected: Any) -> list[Any] | None:
+    options = expected if isinstance(expected, list) else [expected]
+    if expected is _UNSET or not all(isinstance(o, str | int | float | bool) or o is None for o in options):
+        return None
+    return options
+
+
+def _index_key(value: Any) -> Any:
+    # A filter's `true` matches only `true`, never 1 (which Python's dict would equate).
+    return ("bool", value) if isinstance(value, bool) else value

@@ -189,3 +189,36 @@ def test_compiled_filters_agree_with_passes_filters(filters: dict[str, Any], fie
 ])
 def test_compiled_filters_agree_on_the_corners(filters: dict[str, Any], fields: dict[str, Any]) -> None:
     assert compile_filters(filters)(fields) is passes_filters(filters, fields)
+
+
+# -- the prefilter by one field's value never changes which candidates match ----------------
+
+_filter_values = st.none() | st.booleans() | st.integers(0, 2) | st.sampled_from([1.0, "web", "app", "1"]) \
+    | st.lists(st.none() | st.booleans() | st.integers(0, 2) | st.sampled_from([1.0, "web", "app"]), max_size=3)
+
+_filter_sets = st.dictionaries(st.sampled_from(["channel", "flag", "x"]), _filter_values, max_size=2)
+_event_values = st.none() | st.booleans() | st.integers(0, 2) | st.sampled_from([1.0, 2.0, "web", "app", "1"]) \
+    | st.just([1]) | st.just({"a": 1})
+
+
+@given(st.lists(_filter_sets, min_size=1, max_size=12),
+       st.dictionaries(st.sampled_from(["channel", "flag", "x"]), _event_values, max_size=3))
+@settings(max_examples=1500, deadline=None)
+def test_matching_gives_the_candidates_whose_filters_pass(filter_sets: list[dict[str, Any]],
+                                                          fields: dict[str, Any]) -> None:
+    index = DefinitionIndex()
+    for n, filters in enumerate(filter_sets):
+        index.put(trigger(f"t{n}", priority=n % 3 * 10 + 1, filters=filters))
+    expected = tuple(t for t in index.candidates(Source.STREAMING, "transaction")
+                     if passes_filters(t.definition.filters, fields))
+    assert index.matching(Source.STREAMING, "transaction", fields) == expected
+
+
+def test_many_definitions_told_apart_by_a_filter_are_looked_up_not_scanned() -> None:
+    index = DefinitionIndex()
+    for n in range(500):
+        index.put(trigger(f"t{n}", filters={"channel": f"c{n}"}))
+    index.put(trigger("any"))  # no filter: a candidate for every event
+    assert [t.id for t in index.matching(Source.STREAMING, "transaction", {"channel": "c7"})] == ["any", "t7"]
+    prefiltered = index._prefiltered[(Source.STREAMING, "transaction")]
+    assert prefiltered.field == "channel" and len(prefiltered.possible({"channel": "c7"})) == 2
