@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -141,8 +142,19 @@ def build_app(settings: Settings) -> TriggerApp:
                 await handle(event)
         app.agent(channel, name=name)(run)
 
+    startup_frozen = False
+
     def intake_ready() -> bool:
-        return settings.licensed and app.registry.loaded.is_set()
+        nonlocal startup_frozen
+        ready = settings.licensed and app.registry.loaded.is_set()
+        if ready and not startup_frozen:
+            # What was built while starting (modules, definitions) lives as long as the worker:
+            # out of the collector's sight, its full collections stop walking it again and
+            # again, pauses that showed in the latency tail.
+            gc.collect()
+            gc.freeze()
+            startup_frozen = True
+        return ready
 
     app.consume_in_batches(pipeline.source_topic, pipeline.on_source_batch, intake_ready)
     app.consume_in_batches(pipeline.rerouted_topic, pipeline.on_rerouted_batch, intake_ready)
