@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Definitions change rarely: a change may take this long to arrive, and in exchange this
+# consumer (on the worker's event loop) asks the broker 10 times a second, not 100.
+DEFINITIONS_FETCH_WAIT_MS = 100
+
 
 class Catalog(Generic[T]):
     """Definitions of one kind by id, as the latest record per id on their topic says.
@@ -152,7 +156,7 @@ class DefinitionsReader(Service):
             bootstrap_servers=self.settings.bootstrap_list,
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=max(self.settings.fetch_max_wait_ms, 10),
+            fetch_max_wait_ms=DEFINITIONS_FETCH_WAIT_MS,
         )
         await self._consumer.start()
         partitions = [TopicPartition(topic, p) for topic in self.catalogs
