@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Protocol, cast
 
 from faust.types import TP, AppT, Message, TableT, TopicT
@@ -56,7 +56,13 @@ class RawRecord(Protocol):
 
 
 def _arrival(record: RawRecord) -> datetime:
-    return datetime.fromtimestamp(record.timestamp / 1000, tz=UTC)
+    return _from_millis(record.timestamp)
+
+
+@lru_cache(maxsize=4096)
+def _from_millis(millis: int) -> datetime:
+    # Records fetched together mostly share their millisecond: one conversion serves them all.
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
 
 
 class Pipeline:

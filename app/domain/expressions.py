@@ -218,29 +218,27 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
         return super()._eval_attribute(node)
 
 
-@dataclass(frozen=True)
 class Scope:
     """The names one evaluation sees; built once per event and shared by its expressions.
 
     `customer` may be a function returning the row: it is then called only when an
-    expression first refers to `customer` (most conditions do not, and the row is a store read)."""
+    expression first refers to `customer` (most conditions do not, and the row is a store read).
+    `extra` holds further read-only objects, e.g. `trigger` and `firing` in webhook payload
+    templates. A plain class with slots: one is built for every event with candidates."""
 
-    event: Mapping[str, Any]
-    customer: Mapping[str, Any] | None | Callable[[], Mapping[str, Any] | None]
-    now: datetime
-    # Further read-only objects, e.g. `trigger` and `firing` in webhook payload templates.
-    extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    _names: dict[str, Any] = field(init=False, repr=False, compare=False)
+    __slots__ = ("_names",)
 
-    def __post_init__(self) -> None:
-        names = {"event": Record(self.event, "event", missing_is_none=False), "now": self.now}
-        for name, value in self.extra.items():
+    def __init__(self, event: Mapping[str, Any],
+                 customer: Mapping[str, Any] | None | Callable[[], Mapping[str, Any] | None],
+                 now: datetime, extra: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        names = {"event": Record(event, "event", missing_is_none=False), "now": now}
+        for name, value in (extra or {}).items():
             names[name] = Record(value, name, missing_is_none=False)
-        if callable(self.customer):
-            names = _CustomerOnDemand(names, self.customer)
+        if callable(customer):
+            names = _CustomerOnDemand(names, customer)
         else:
-            names["customer"] = _customer_record(self.customer)
-        object.__setattr__(self, "_names", names)
+            names["customer"] = _customer_record(customer)
+        self._names: dict[str, Any] = names
 
 
 def _customer_record(row: Mapping[str, Any] | None) -> Record:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from croniter import croniter
 from pydantic import (
     AnyHttpUrl,
@@ -161,13 +162,21 @@ def priority_band(priority: int) -> str:
     return "low"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One normalised event, whatever topic it came from.
+def iso_text(moment: datetime) -> str:
+    """`moment.isoformat()`, at a fifth of the cost for UTC (the time of most events): orjson
+    writes the same text then. It would drop the seconds of an offset like +05:30:15."""
+    if moment.tzinfo is UTC:
+        return orjson.dumps(moment)[1:-1].decode()
+    return moment.isoformat()
 
-    A plain dataclass: one is built for every event read, and pydantic's constructor costs
-    more than the rest of the parsing. Where an event crosses a topic it goes as an
-    `EventEnvelope`, which pydantic checks."""
+
+@dataclass(slots=True)
+class Event:
+    """One normalised event, whatever topic it came from. Never changed once built.
+
+    A plain dataclass, not frozen: one is built for every event read, and pydantic's
+    constructor (or a frozen dataclass's) costs more than the rest of the parsing. Where an
+    event crosses a topic it goes as an `EventEnvelope`, which pydantic checks."""
 
     id: str
     type: str
@@ -184,7 +193,7 @@ class Event:
             "type": self.type,
             "customerId": self.customer_id,
             "source": _SOURCE_TEXT[self.source],
-            "timestamp": self.timestamp.isoformat(),
+            "timestamp": iso_text(self.timestamp),
         }
 
     def to_envelope(self) -> dict[str, Any]:

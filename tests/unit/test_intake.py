@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.intake import load_json, parse_cdc_event, parse_event, strict_json
-from app.domain.models import Source
+from app.domain.models import Source, iso_text
 from app.errors import MalformedEvent
 
 ARRIVAL = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -268,6 +268,7 @@ _EDGE_CASES = [
     b'{"a":1,"a":2}', b'\xef\xbb\xbf{"a":1}', b'{"a": "\xff"}', b' {"a":1} ', b'{"a":-0}', b'{"a":-0.0}',
     b'{"a":1E5}', b'{"a":5e-324}', b'{"a":1.7976931348623157e308}', b'[' * 64 + b']' * 64,
     b'[' * 65 + b']' * 65, b'{"a":' * 70 + b'1' + b'}' * 70, b'{"a": [1, 2, {"b": null}]}',
+    b'[' * 40 + b'{"a":' * 30 + b'1' + b'}' * 30 + b']' * 40, b'{"a": "1234567890123456789"}',
     '{"a": 1}'.encode("utf-16"), b'{"a": 1', b'', b'nul', b'{"a": tru}', b'{"a": "tab\there"}',
 ]
 
@@ -304,3 +305,16 @@ def test_fast_json_path_agrees_with_the_strict_parser(value: Any) -> None:
     assert fast[0] == strict[0]
     if fast[0] == "value":
         assert fast[1][1] == strict[1][1]
+
+
+# -- the event's timestamp text ------------------------------------------------------------
+
+_offsets = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)),
+                            timezone(timedelta(hours=-3)), timezone(timedelta(hours=5, minutes=30, seconds=15))])
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)), _offsets)
+@settings(max_examples=400, deadline=None)
+def test_timestamp_text_is_isoformat(moment: datetime, offset: timezone) -> None:
+    aware = moment.replace(tzinfo=offset)
+    assert iso_text(aware) == aware.isoformat()
