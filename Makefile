@@ -44,10 +44,10 @@ integration: $(STAMP) ## Only the integration tests
 	$(BIN)/python -m pytest -q tests/integration
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check app tests
+	$(BIN)/ruff check app tests bench
 
-typecheck: $(STAMP) ## mypy (strict) on app/
-	$(BIN)/mypy app
+typecheck: $(STAMP) ## mypy (strict) on app/ and bench/
+	$(BIN)/mypy app bench
 
 clean: ## Remove the virtualenv, local state and caches
 	rm -rf $(VENV) data .run .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -251,7 +251,10 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _percentiles(name: str, seconds: list[float]) -> dict[str, float]:
     ordered = sorted(seconds)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
     return {f"{name}P50": pick(0.50), f"{name}P99": pick(0.99), f"{name}Max": ordered[-1] * 1000,
             f"{name}Mean": statistics.fmean(ordered) * 1000}
 
