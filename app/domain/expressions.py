@@ -231,14 +231,17 @@ class Scope:
     def __init__(self, event: Mapping[str, Any],
                  customer: Mapping[str, Any] | None | Callable[[], Mapping[str, Any] | None],
                  now: datetime, extra: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        names = {"event": Record(event, "event", missing_is_none=False), "now": now}
-        for name, value in (extra or {}).items():
-            names[name] = Record(value, name, missing_is_none=False)
+        names: dict[str, Any]
         if callable(customer):
-            names = _CustomerOnDemand(names, customer)
+            names = _CustomerOnDemand(customer)
         else:
-            names["customer"] = _customer_record(customer)
-        self._names: dict[str, Any] = names
+            names = {"customer": _customer_record(customer)}
+        names["event"] = Record(event, "event", missing_is_none=False)
+        names["now"] = now
+        if extra:
+            for name, value in extra.items():
+                names[name] = Record(value, name, missing_is_none=False)
+        self._names = names
 
 
 def _customer_record(row: Mapping[str, Any] | None) -> Record:
@@ -248,8 +251,8 @@ def _customer_record(row: Mapping[str, Any] | None) -> Record:
 class _CustomerOnDemand(dict[str, Any]):
     """Scope names that read the customer row the first time `customer` is looked up."""
 
-    def __init__(self, names: dict[str, Any], load: Callable[[], Mapping[str, Any] | None]) -> None:
-        super().__init__(names)
+    def __init__(self, load: Callable[[], Mapping[str, Any] | None]) -> None:
+        super().__init__()
         self._load = load
 
     def __missing__(self, name: str) -> Any:
