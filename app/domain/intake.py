@@ -34,14 +34,16 @@ def parse_event(raw: bytes | None, source: Source, fallback_id: str, arrival: da
         event_type = _required_text(data, "type")
         customer_id = _required_text(data, "customerId")
         event_id = _optional_text(data, "id")
-    fields = {k: v for k, v in data.items() if k not in RESERVED}
+    timestamp = _timestamp(data.get("timestamp"), arrival)
+    for name in RESERVED:  # what remains of the parsed object (ours alone) are the event's fields
+        data.pop(name, None)
     return Event(
         id=event_id or fallback_id,
         type=event_type,
         customer_id=customer_id,
         source=source,
-        timestamp=_timestamp(data.get("timestamp"), arrival),
-        fields=fields,
+        timestamp=timestamp,
+        fields=data,
     )
 
 
