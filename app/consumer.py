@@ -54,6 +54,8 @@ BatchHandler = Callable[[TP, Sequence[ConsumerRecord]], Awaitable[None]]
 # Records handed to a batch handler at once. Small enough that a rebalance, which waits for
 # the batch in hand, is not held up; large enough that per-batch costs vanish.
 BATCH_SIZE = 256
+# How often a worker whose event topics are all it was given checks whether it became ready.
+NOT_READY_POLL_SECONDS = 0.05
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -227,12 +229,16 @@ class Consumer(faust_aiokafka.Consumer):
         ready = getattr(self.app, "batch_intake_ready", None)
         return ready is None or bool(ready())
 
-    def _get_active_partitions(self) -> set[TP]:
-        active: set[TP] = super()._get_active_partitions()
-        if self._batches_ready():
-            return active
-        # Not ready (definitions still loading, or unlicensed): leave the records on the broker.
-        return {tp for tp in active if tp.topic not in self.batch_handlers}
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        if active_partitions is not None and not self._batches_ready():
+            # Not ready (definitions still loading, or unlicensed): leave the records on the
+            # broker. Filtered here, on a copy: faust's pause and resume (table recovery) change
+            # the set `_get_active_partitions` returns, so that one must stay the real one.
+            active_partitions = {tp for tp in active_partitions if tp.topic not in self.batch_handlers}
+            if not active_partitions:
+                await asyncio.sleep(NOT_READY_POLL_SECONDS)
+                return {}
+        return await super()._getmany(active_partitions, timeout)
 
     async def _hand_over_batch(self, tp: TP, records: Sequence[ConsumerRecord], handler: BatchHandler,
                                generation: int, in_sequence: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -251,11 +252,33 @@ async def test_table_writes_in_a_batch_go_to_the_batch_partition(consumer: Consu
     assert current_event() is None
 
 
-def test_event_topics_are_not_fetched_until_the_engine_is_ready(consumer: Consumer) -> None:
+async def test_event_topics_are_not_fetched_until_the_engine_is_ready(
+        consumer: Consumer, monkeypatch: pytest.MonkeyPatch) -> None:
     app = consumer.app
+    fetched_from: list[set[TP]] = []
+
+    async def getmany(active_partitions: set[TP], timeout: float) -> dict[TP, list[Any]]:
+        fetched_from.append(set(active_partitions))
+        return {}
+
+    monkeypatch.setattr(consumer._thread, "getmany", getmany)
     tps = {EVENTS_TP, TP(TOPIC, 0)}
-    consumer._active_partitions = set(tps)
     app.batch_intake_ready = lambda: False  # type: ignore[attr-defined]
-    assert consumer._get_active_partitions() == {TP(TOPIC, 0)}
+    await consumer._getmany(set(tps), 0.01)
+    await consumer._getmany({EVENTS_TP}, 0.01)  # nothing else to fetch: not fetched at all
     app.batch_intake_ready = lambda: True  # type: ignore[attr-defined]
-    assert consumer._get_active_partitions() == tps
+    await consumer._getmany(set(tps), 0.01)
+    assert fetched_from == [{TP(TOPIC, 0)}, tps]
+
+
+def test_partitions_paused_before_the_engine_is_ready_stay_paused(consumer: Consumer) -> None:
+    # Table recovery pauses the event partitions while definitions may still be loading; the
+    # pause must hold once they are loaded, or events would meet half-recovered tables.
+    app = consumer.app
+    consumer._active_partitions = {EVENTS_TP, TP(TOPIC, 0)}
+    app.batch_intake_ready = lambda: False  # type: ignore[attr-defined]
+    consumer.pause_partitions({EVENTS_TP})
+    app.batch_intake_ready = lambda: True  # type: ignore[attr-defined]
+    assert consumer._get_active_partitions() == {TP(TOPIC, 0)}
+    consumer.resume_partitions({EVENTS_TP})
+    assert consumer._get_active_partitions() == {EVENTS_TP, TP(TOPIC, 0)}
