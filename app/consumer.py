@@ -49,6 +49,8 @@ from faust.types.tuples import ack_lock
 from faust.utils.functional import consecutive_numbers
 from mode import Service, ServiceT
 
+from app.end_offsets import confirmed_end_offsets
+
 BatchHandler = Callable[[TP, Sequence[ConsumerRecord]], Awaitable[None]]
 
 # Records handed to a batch handler at once. Small enough that a rebalance, which waits for
@@ -83,6 +85,15 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if fetcher is not None:
             fetcher._fetch_max_wait_ms = max(self.busy_fetch_max_wait_ms if busy else 0, self.fetch_max_wait_ms)
         return records
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        # Table recovery reads each changelog up to these offsets and then stops: they must not
+        # fall short (see app/end_offsets.py for the broker that makes them).
+        ends = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return ends
+        return cast(Mapping[TP, int], await confirmed_end_offsets(
+            self._create_client_consumer(cast(Any, self.transport)), cast(Mapping[Any, int], ends)))
 
 
 class Consumer(faust_aiokafka.Consumer):

@@ -24,6 +24,7 @@ from app.domain.definitions import (
 from app.domain.journeys import JourneyDefinition
 from app.domain.matching import DefinitionIndex
 from app.domain.schema import CUSTOMERS, DEFAULT_CUSTOMERS, SchemaTable
+from app.end_offsets import caught_up
 from app.errors import InvalidDefinition
 from app.settings import Settings
 
@@ -205,7 +206,7 @@ class DefinitionsReader(Service):
         if self.loaded.is_set() or self._consumer is None:
             return
         for tp, end in self._end_offsets.items():
-            if await self._consumer.position(tp) < end:
+            if not caught_up(self._consumer, tp, end, await self._consumer.position(tp)):
                 return
         self.loaded.set()
         log.info("definitions loaded", extra={
@@ -239,7 +240,7 @@ async def read_compacted(settings: Settings, topic: str) -> dict[str, bytes | No
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+        while not all([caught_up(consumer, tp, end, await consumer.position(tp)) for tp, end in ends.items()]):
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
                     if record.key is not None:

@@ -1,0 +1,58 @@
+"""A partition's end offset, confirmed by a fetch.
+
+Tansu, the embedded broker, answers ListOffsets(latest) with the base offset of the
+partition's last record batch plus one: when that batch holds several records (a producer
+that batched them), the answer is short by all but the first. The high watermark in its
+fetch responses is right. Whatever reads a topic "up to its end" would stop early: faust's
+table recovery then restores a customer row or a cooldown without its latest change. So
+every end offset read here is raised to the high watermark a fetch reports, a no-op on
+brokers that answer ListOffsets correctly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+log = logging.getLogger(__name__)
+
+# The fetch answers as soon as the (existing) record before the reported end is there.
+CONFIRM_FETCH_WAIT_MS = 10
+
+
+def caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int, position: int) -> bool:
+    """True if `position` is at or past `tp`'s end, for a consumer that fetches `tp`."""
+    return position >= max(end, consumer.highwater(tp) or 0)
+
+
+async def confirmed_end_offsets(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int],
+                                timeout: float = 10.0) -> dict[TopicPartition, int]:
+    """`ends` (from ListOffsets) raised to the high watermark a fetch from the last reported
+    record returns. `consumer` is a fresh one without a group: this starts and stops it."""
+    confirmed = dict(ends)
+    # An empty partition reports 0. Plain aiokafka partitions: faust's TP compares equal.
+    nonempty = [TopicPartition(tp.topic, tp.partition) for tp, end in ends.items() if end > 0]
+    if not nonempty:
+        return confirmed
+    consumer._fetch_max_wait_ms = CONFIRM_FETCH_WAIT_MS
+    await consumer.start()
+    try:
+        consumer.assign(nonempty)
+        for tp in nonempty:
+            consumer.seek(tp, ends[tp] - 1)
+        async with asyncio.timeout(timeout):
+            while any(consumer.highwater(tp) is None for tp in nonempty):
+                await consumer.getmany(timeout_ms=100)
+    except TimeoutError:
+        log.warning("end offsets not confirmed by a fetch in time; using the broker's",
+                    extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in nonempty
+                                          if consumer.highwater(tp) is None]})
+    finally:
+        for tp in nonempty:
+            confirmed[tp] = max(ends[tp], consumer.highwater(tp) or 0)
+        await consumer.stop()
+    return confirmed
