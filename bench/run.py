@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.cli.devbroker import WORKER_ENV, EmbeddedBroker, free_port
+from app.cli.devbroker import EmbeddedBroker, free_port
 from app.topics import Topics
 from tests.support.worker import WorkerProcess
 
@@ -125,7 +125,7 @@ class Deployment:
         self.topics = Topics(f"b{tag}.")
         self.app_id = f"bench-{tag}"  # faust's own topics (changelogs) start with it
         self.worker = WorkerProcess(bootstrap, self.app_id, self.topics.prefix, workdir, name,
-                                    partitions=PARTITIONS, env={"TRIGGERS_ALLOW_PRIVATE_URLS": "1", **WORKER_ENV})
+                                    partitions=PARTITIONS, env={"TRIGGERS_ALLOW_PRIVATE_URLS": "1"})
 
     async def publish(self, topic: str, items: list[dict[str, Any]], id_field: str = "id") -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)

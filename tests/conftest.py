@@ -24,18 +24,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from app.cli.devbroker import WORKER_ENV, EmbeddedBroker, free_port
+    from app.cli.devbroker import EmbeddedBroker, free_port
 
     log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
     broker = EmbeddedBroker(free_port(), log_path=log_path).start()
-    saved = {name: os.environ.get(name) for name in WORKER_ENV}
-    os.environ.update(WORKER_ENV)  # inherited by the worker processes tests start
     try:
         yield broker.bootstrap
     finally:
         broker.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

@@ -24,12 +24,6 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-# Settings a worker needs against the embedded broker: Tansu reports a partition's high
-# watermark as (base offset of its last batch) + 1, lower than Kafka's when that batch holds
-# several records, and faust's recovery consistency check then fails on a correct store.
-WORKER_ENV = {"TRIGGERS_RECOVERY_CONSISTENCY_CHECK": "0"}
-
-
 class EmbeddedBroker:
     """A Tansu process on 127.0.0.1:`port`. Everything it holds is lost when it stops."""
 

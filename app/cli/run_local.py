@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.cli.devbroker import WORKER_ENV, EmbeddedBroker, port_open
+from app.cli.devbroker import EmbeddedBroker, port_open
 
 EMBEDDED_PORT = 9092
 
@@ -28,8 +28,6 @@ def main() -> int:
             data_dir = Path(env.get("TRIGGERS_DATA_DIR", "./data"))
             shutil.rmtree(data_dir, ignore_errors=True)
         env["KAFKA_BOOTSTRAP_SERVERS"] = f"localhost:{EMBEDDED_PORT}"
-        for name, value in WORKER_ENV.items():
-            env.setdefault(name, value)
     # The example webhooks go to a local receiver that prints them: allow loopback URLs
     # for this demo only (production keeps the default refusal).
     env.setdefault("TRIGGERS_ALLOW_PRIVATE_URLS", "1")
