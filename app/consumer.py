@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 import aiokafka
@@ -93,7 +94,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if self.consumer.in_transaction:
             return ends
         return cast(Mapping[TP, int], await confirmed_end_offsets(
-            self._create_client_consumer(cast(Any, self.transport)), cast(Mapping[Any, int], ends)))
+            partial(self._create_client_consumer, cast(Any, self.transport)), cast(Mapping[Any, int], ends)))
 
 
 class Consumer(faust_aiokafka.Consumer):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -29,15 +29,17 @@ def caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int, position
     return position >= max(end, consumer.highwater(tp) or 0)
 
 
-async def confirmed_end_offsets(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int],
+async def confirmed_end_offsets(new_consumer: Callable[[], AIOKafkaConsumer],
+                                ends: Mapping[TopicPartition, int],
                                 timeout: float = 10.0) -> dict[TopicPartition, int]:
     """`ends` (from ListOffsets) raised to the high watermark a fetch from the last reported
-    record returns. `consumer` is a fresh one without a group: this starts and stops it."""
+    record returns, read by a consumer without a group that `new_consumer` makes."""
     confirmed = dict(ends)
     # An empty partition reports 0. Plain aiokafka partitions: faust's TP compares equal.
     nonempty = [TopicPartition(tp.topic, tp.partition) for tp, end in ends.items() if end > 0]
     if not nonempty:
         return confirmed
+    consumer = new_consumer()
     consumer._fetch_max_wait_ms = CONFIRM_FETCH_WAIT_MS
     await consumer.start()
     try:

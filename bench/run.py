@@ -124,7 +124,10 @@ class Deployment:
         self.bootstrap = bootstrap
         self.topics = Topics(f"b{tag}.")
         self.app_id = f"bench-{tag}"  # faust's own topics (changelogs) start with it
-        self.worker = WorkerProcess(bootstrap, self.app_id, self.topics.prefix, workdir, name,
+        # A data directory of its own: tables left by an earlier run (whose topics are gone)
+        # would be stale state, which faust's recovery consistency check rightly refuses.
+        (workdir / tag).mkdir()
+        self.worker = WorkerProcess(bootstrap, self.app_id, self.topics.prefix, workdir / tag, name,
                                     partitions=PARTITIONS, env={"TRIGGERS_ALLOW_PRIVATE_URLS": "1"})
 
     async def publish(self, topic: str, items: list[dict[str, Any]], id_field: str = "id") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from functools import partial
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -45,5 +46,5 @@ async def test_end_offsets_include_the_whole_last_batch(kafka_bootstrap: str) ->
     finally:
         await probe.stop()
     # Tansu reports 4 here (the last batch's base offset + 1); Kafka reports 5.
-    confirmed = await confirmed_end_offsets(AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap), reported)
+    confirmed = await confirmed_end_offsets(partial(AIOKafkaConsumer, bootstrap_servers=kafka_bootstrap), reported)
     assert confirmed == {TopicPartition(batched, 0): 5, TopicPartition(empty, 0): 0}
