@@ -2,7 +2,8 @@
 
 Measures, in one run: (a) a bare aiokafka consume+decode rate, (b) engine throughput on a
 backlog with 10 definitions, (c) the same with 1,000 definitions over 200 event types
-((b) and (c) run twice each, in the order b c c b, and each is all its events over all its time),
+((b) and (c) run four times each, in the order b c c b c b b c, and each is all its events over
+all its time),
 (d) produce-to-firing latency at a steady rate, (e) firing-to-recommendation latency,
 (f) the worker's RSS. Prints a table and writes bench/results/<time>.json.
 """
@@ -278,10 +279,10 @@ async def main() -> int:
         print(f"embedded broker on {broker.bootstrap}; {args.events} events, {args.customers} customers", flush=True)
         raw = await bare_consumer_rate(broker.bootstrap, events10)
         print(f"(a) bare consumer: {raw:,.0f} events/s", flush=True)
-        # (b) and (c) twice each, in the order b c c b: this VM's speed drifts by tens of
+        # (b) and (c) four times each, in the order b c c b c b b c: this VM's speed drifts by tens of
         # percent within minutes, and a steady drift then weighs on both cases alike.
         runs: dict[str, list[dict[str, Any]]] = {"defs10": [], "defs1000": []}
-        for case in ("defs10", "defs1000", "defs1000", "defs10"):
+        for case in ("defs10", "defs1000", "defs1000", "defs10", "defs1000", "defs10", "defs10", "defs1000"):
             events, defs = (events10, definitions(10, types10)) if case == "defs10" else \
                 (events200, definitions(1000, types200))
             run = await engine_throughput(broker.bootstrap, workdir, events, defs, case)
