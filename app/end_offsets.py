@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
@@ -41,20 +42,23 @@ async def confirmed_end_offsets(new_consumer: Callable[[], AIOKafkaConsumer],
         return confirmed
     consumer = new_consumer()
     consumer._fetch_max_wait_ms = CONFIRM_FETCH_WAIT_MS
-    await consumer.start()
+    fetched: dict[TopicPartition, int] = {}
     try:
+        await consumer.start()
         consumer.assign(nonempty)
         for tp in nonempty:
             consumer.seek(tp, ends[tp] - 1)
         async with asyncio.timeout(timeout):
-            while any(consumer.highwater(tp) is None for tp in nonempty):
+            while len(fetched) < len(nonempty):
                 await consumer.getmany(timeout_ms=100)
-    except TimeoutError:
-        log.warning("end offsets not confirmed by a fetch in time; using the broker's",
-                    extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in nonempty
-                                          if consumer.highwater(tp) is None]})
+                fetched.update((tp, hw) for tp in nonempty if (hw := consumer.highwater(tp)) is not None)
+    except (TimeoutError, KafkaError) as exc:
+        # What faust would have used: no worse than without this check.
+        log.warning("end offsets not confirmed by a fetch; using the broker's", extra={
+            "error": repr(exc), "partitions": [f"{tp.topic}/{tp.partition}" for tp in nonempty
+                                               if tp not in fetched]})
     finally:
-        for tp in nonempty:
-            confirmed[tp] = max(ends[tp], consumer.highwater(tp) or 0)
         await consumer.stop()
+    for tp, highwater in fetched.items():
+        confirmed[tp] = max(ends[tp], highwater)
     return confirmed

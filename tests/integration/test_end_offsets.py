@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
+from app.cli.devbroker import free_port
 from app.end_offsets import confirmed_end_offsets
 
 pytestmark = pytest.mark.integration
@@ -48,3 +49,12 @@ async def test_end_offsets_include_the_whole_last_batch(kafka_bootstrap: str) ->
     # Tansu reports 4 here (the last batch's base offset + 1); Kafka reports 5.
     confirmed = await confirmed_end_offsets(partial(AIOKafkaConsumer, bootstrap_servers=kafka_bootstrap), reported)
     assert confirmed == {TopicPartition(batched, 0): 5, TopicPartition(empty, 0): 0}
+
+
+async def test_without_an_answer_the_reported_end_offsets_stand() -> None:
+    # Nothing listens on the port: the check gives up and leaves what the broker reported,
+    # which is what faust's recovery would have used without it.
+    nowhere = f"127.0.0.1:{free_port()}"
+    reported = {TopicPartition("anything", 0): 7, TopicPartition("anything", 1): 0}
+    confirmed = await confirmed_end_offsets(partial(AIOKafkaConsumer, bootstrap_servers=nowhere), reported)
+    assert confirmed == reported
