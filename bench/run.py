@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -184,6 +185,9 @@ async def engine_throughput(bootstrap: str, workdir: Path, events: list[bytes], 
     await delete_topics(bootstrap, deployment.topics.prefix)
     await delete_topics(bootstrap, deployment.app_id)
     timed = len(events) - initial
+    if timed < len(events) // 2:
+        raise SystemExit(f"{name}: the worker took {initial} of {len(events)} events before it reported "
+                         "ready, too few are left to time: use a larger --events")
     return {"events": timed, "seconds": elapsed, "eventsPerSecond": timed / elapsed,
             "firings": firings, "rssMb": rss, "timeline": samples}
 
@@ -291,6 +295,11 @@ async def main() -> int:
         ten, thousand = combined(runs["defs10"]), combined(runs["defs1000"])
         latency = await steady_latency(broker.bootstrap, workdir, rate=100, seconds=args.latency_seconds)
         print("(d)(e) latency measured", flush=True)
+    except BaseException:
+        print(f"worker logs and data kept in {workdir}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     finally:
         broker.stop()
     results = {
