@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .DEFAULT_GOAL := help
 
@@ -52,5 +53,9 @@ typecheck: $(STAMP) ## mypy (strict) on app/ and bench/
 clean: ## Remove the virtualenv, local state and caches
 	rm -rf $(VENV) data .run .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-bench: $(STAMP) ## Throughput, latency and memory figures on a fresh embedded broker (bench/results/)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## Throughput, latency and memory figures on a fresh embedded broker (bench/results/)
 	$(BIN)/python -m bench.run

@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.cli.devbroker import EmbeddedBroker, free_port
 from app.topics import Topics
+from bench.plot import plot
 from tests.support.worker import WorkerProcess
 
 PARTITIONS = 8
@@ -313,6 +314,8 @@ async def main() -> int:
     out = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     out.write_text(json.dumps(results, indent=2))
     print_table(results, out)
+    png = plot(results, out.with_suffix(".png"))
+    print(f"plot: {png}" if png else "plot: skipped (matplotlib is not installed)")
     return 0
 
 
