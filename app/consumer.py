@@ -22,14 +22,15 @@ as one missing firing in a few thousand events when workers restarted. The four 
 4. faust commits over a single offset that was neither acknowledged nor a gap. Here the
    next offset to commit must be one of the two.
 
-Event topics take a faster road (`handle_in_batches`): their records go straight from the
+Event topics take a faster road (`Consumer._hand_over_batch`): their records go straight from the
 fetch to a handler, a partition's batch at a time, without faust's per-message machinery
 (a Message, a queue, a stream and an acknowledgement per record cost more than evaluating
 the event). A partition's commit point is then simply the offset after its last handled
 record, moved only over records that were handed to the handler (see `_batch_handled`).
 
-Written against faust-streaming 0.15.3 (pyproject pins the 0.15 series): `_drain_messages`,
-`_new_offset` and `_add_gap` are internals that a later series may change.
+Written against faust-streaming 0.15.3, mode-streaming 0.7.1 and aiokafka 0.14.0, pinned exactly in
+pyproject.toml: `_drain_messages`, `_new_offset`, `_add_gap` and the attributes read here are
+internals a later version may change, which tests/unit/test_framework_internals.py detects.
 """
 
 from __future__ import annotations
