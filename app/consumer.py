@@ -118,6 +118,13 @@ class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def fetch_wait_in_use_ms(self) -> int | None:
+        """The wait aiokafka's running fetcher puts in its fetch requests (for /health), or None
+        before the consumer has started: proof that TRIGGERS_FETCH_MAX_WAIT_MS took effect."""
+        running = getattr(self._thread, "_consumer", None)
+        fetcher = getattr(running, "_fetcher", None)
+        return None if fetcher is None else int(fetcher._fetch_max_wait_ms)
+
     # -- 1. acknowledgements --------------------------------------------------------------
 
     def mark_handled(self, message: Message) -> None:

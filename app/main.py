@@ -222,6 +222,7 @@ def health_report(app: TriggerApp, pipeline: Pipeline, sinks: Sinks) -> dict[str
         "recovering": bool(app.in_recovery),
         "counters": dict(pipeline.counters + sinks.counters),
         "deliveries": sinks.backlog(),
+        "consumer": {"fetchMaxWaitMs": cast(Consumer, app.consumer).fetch_wait_in_use_ms()},
     }
 
 

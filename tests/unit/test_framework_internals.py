@@ -81,7 +81,7 @@ OVERRIDDEN: dict[tuple[type, str], str] = {
 CONSUMER_ATTRIBUTES = {
     "_unacked_messages", "_read_offset", "_committed_offset", "_acked", "_acked_index", "_gap",
     "_n_acked", "_commit_every", "_buffered_partitions", "suspend_flow", "flow_active", "diag",
-    "consumer_stopped_errors", "_stopped",
+    "consumer_stopped_errors", "_stopped", "_thread",
 }
 
 
@@ -135,6 +135,7 @@ async def test_the_consumer_has_every_attribute_we_read() -> None:
     missing = sorted(name for name in CONSUMER_ATTRIBUTES if not hasattr(consumer, name))
     assert not missing, f"faust's consumer no longer has {missing}"
     assert isinstance(consumer._thread, our_consumer.ConsumerThread)  # our thread is the one used
+    assert hasattr(consumer._thread, "_consumer")  # the running aiokafka consumer, once started
     producer_send = inspect.signature(app.producer.send)
     assert list(producer_send.parameters)[:6] == ["topic", "key", "value", "partition", "timestamp", "headers"]
 
@@ -145,6 +146,7 @@ async def test_the_fetch_wait_we_set_is_the_one_aiokafka_sends() -> None:
     itself stores the constructor's argument in, and the fetcher must put it in its requests."""
     consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=37)
     assert consumer._fetch_max_wait_ms == 37
+    assert "self._fetcher = Fetcher(" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
     assert "fetch_max_wait_ms" in inspect.signature(Fetcher.__init__).parameters
     assert inspect.getsource(Fetcher.__init__).count("self._fetch_max_wait_ms = fetch_max_wait_ms") == 1
