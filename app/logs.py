@@ -7,17 +7,24 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from app.domain.secrets import mask_urls_in_text
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class StructuredFormatter(logging.Formatter):
-    """Renders `extra={...}` fields after the message, so logs stay greppable and parseable."""
+    """Renders `extra={...}` fields after the message, so logs stay greppable and parseable.
+    Every URL in a line (a field, a message, an exception's text) has its credentials masked:
+    delivery errors and dead-letter reasons quote webhook URLs, which may carry secrets."""
 
     def __init__(self, json_lines: bool = False) -> None:
         super().__init__()
         self.json_lines = json_lines
 
     def format(self, record: logging.LogRecord) -> str:
+        return mask_urls_in_text(self._format(record))
+
+    def _format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         at = datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
         message = record.getMessage()

@@ -20,6 +20,7 @@ from app.agents.scheduler import Scheduler
 from app.agents.sinks import Sinks
 from app.api import register_api
 from app.consumer import BatchHandler, Consumer
+from app.domain.secrets import bind_refusal, mask_bootstrap
 from app.domain.webhooks import RetryPolicy
 from app.kafka import QuietMonitor, transport_class
 from app.logs import logging_config
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 # The definitions reader polls the broker every 0.5 s; this long without an answer is "down".
 BROKER_STALE_S = 10.0
+
+
+class UnsafeBind(RuntimeError):
+    """The HTTP server would listen beyond loopback with no API token configured."""
 
 
 class TriggerApp(faust.App):
@@ -61,16 +66,30 @@ class TriggerApp(faust.App):
         self.rebalanced_once = True
 
     async def on_first_start(self) -> None:
+        self._refuse_open_bind()
         await super().on_first_start()
         await ensure_topics(self.settings, self.names)
         for channel in self._batch_topics:
             self.topics.add(channel)  # subscribe, as iterating it in an agent would
         await self.add_runtime_dependency(self.registry)
-        if self.settings.api_token is None or not self.settings.api_token.get_secret_value().strip():
-            log.warning("HTTP write endpoints are open: TRIGGERS_API_TOKEN is not set")
         if not self.settings.licensed:
             log.warning("triggers are an Enterprise-tier feature: evaluating nothing",
                         extra={"licenseTier": self.settings.license_tier})
+
+    def _refuse_open_bind(self) -> None:
+        """Before anything binds or connects: no token, no HTTP beyond this machine. Checked
+        here rather than in Settings, because the CLI commands read the same settings but
+        serve nothing, and `faust worker --web-bind` may override TRIGGERS_WEB_HOST."""
+        if not self.conf.web_enabled:
+            return
+        tokens = self.settings.api_tokens
+        refusal = bind_refusal(self.conf.web_bind, tokens)
+        if refusal is not None:
+            log.critical(refusal)
+            raise UnsafeBind(refusal)  # the worker stops, exit status 1
+        log.info("HTTP API", extra={"bind": self.conf.web_bind, "port": self.conf.web_port,
+                                    "tokens": [token.name for token in tokens] or None,
+                                    "auth": "bearer token" if tokens else "none (loopback only)"})
 
     def _new_transport(self) -> Any:
         return transport_class(self.settings.fetch_max_wait_ms)(self.conf.broker_consumer, self)
@@ -205,7 +224,7 @@ def health_report(app: TriggerApp, pipeline: Pipeline, sinks: Sinks) -> dict[str
     answered = app.registry.broker_answered_at
     return {
         "status": status,
-        "broker": {"bootstrapServers": app.settings.kafka_bootstrap_servers,
+        "broker": {"bootstrapServers": mask_bootstrap(app.settings.kafka_bootstrap_servers),
                    "connected": answered is not None and time.monotonic() - answered < BROKER_STALE_S},
         "licenseTier": app.settings.license_tier,
         "reason": None if app.settings.licensed else

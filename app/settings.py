@@ -5,19 +5,24 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.domain.secrets import ApiToken, parse_api_tokens
 
 
 class Settings(BaseSettings):
     """Names are the environment variables; see the README's configuration table."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+    # Inputs stay out of error messages: they can hold the API tokens.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False,
+                                      hide_input_in_errors=True)
 
     kafka_bootstrap_servers: str = Field(default="localhost:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
     data_dir: Path = Field(default=Path("./data"), alias="TRIGGERS_DATA_DIR")
     web_port: int = Field(default=6066, alias="TRIGGERS_WEB_PORT")
-    web_host: str = Field(default="0.0.0.0", alias="TRIGGERS_WEB_HOST")  # noqa: S104 - a server
+    # Loopback by default: without a token, anyone who reaches the API can change triggers.
+    web_host: str = Field(default="127.0.0.1", alias="TRIGGERS_WEB_HOST")
     app_id: str = Field(default="trigger-engine", alias="TRIGGERS_APP_ID")
     partitions: int = Field(default=8, ge=1, alias="TRIGGERS_PARTITIONS")
     replication_factor: int = Field(default=1, ge=1, alias="TRIGGERS_REPLICATION_FACTOR")
@@ -25,6 +30,7 @@ class Settings(BaseSettings):
     cdc_customer_column: str = Field(default="customer_id", alias="TRIGGERS_CDC_CUSTOMER_COLUMN")
     license_tier: str = Field(default="enterprise", alias="TRIGGERS_LICENSE_TIER")
     api_token: SecretStr | None = Field(default=None, alias="TRIGGERS_API_TOKEN")
+    api_tokens_setting: SecretStr | None = Field(default=None, alias="TRIGGERS_API_TOKENS")
     allow_private_urls: bool = Field(default=False, alias="TRIGGERS_ALLOW_PRIVATE_URLS")
     session_timeout_s: float = Field(default=10.0, gt=0, alias="TRIGGERS_SESSION_TIMEOUT_S")
     rebalance_timeout_s: float = Field(default=10.0, gt=0, alias="TRIGGERS_REBALANCE_TIMEOUT_S")
@@ -48,6 +54,16 @@ class Settings(BaseSettings):
     recovery_consistency_check: bool = Field(default=True, alias="TRIGGERS_RECOVERY_CONSISTENCY_CHECK")
     log_format: str = Field(default="text", pattern="^(text|json)$", alias="TRIGGERS_LOG_FORMAT")
 
+    @model_validator(mode="after")
+    def _tokens_parse(self) -> Settings:
+        self.api_tokens  # noqa: B018 - a bad token setting stops the process at start, not at a request
+        return self
+
+    @property
+    def api_tokens(self) -> tuple[ApiToken, ...]:
+        """TRIGGERS_API_TOKEN (named `default`) and TRIGGERS_API_TOKENS, parsed."""
+        return parse_api_tokens(_secret(self.api_token), _secret(self.api_tokens_setting))
+
     @property
     def broker_urls(self) -> list[str]:
         return [f"kafka://{host.strip()}" for host in self.kafka_bootstrap_servers.split(",") if host.strip()]
@@ -59,6 +75,10 @@ class Settings(BaseSettings):
     @property
     def licensed(self) -> bool:
         return self.license_tier.strip().lower() == "enterprise"
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()
 
 
 @lru_cache(maxsize=1)

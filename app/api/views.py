@@ -7,7 +7,6 @@ behaviour. Nothing is published unless the whole request is valid.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import uuid
@@ -18,14 +17,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web as aiohttp_web
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from faust.types import TopicT
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
+from app.api.auth import Unauthorized, authenticate
 from app.domain.definitions import CompiledTrigger, compile_definition
 from app.domain.engine import explain
 from app.domain.intake import load_json, parse_event
 from app.domain.models import Event, Source
+from app.domain.secrets import ApiToken, mask_url, mask_urls_in_text
 from app.errors import InvalidDefinition, MalformedEvent
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ MASK = "**********"
 DRY_RUN_EVENT_ID = "dry-run"
 _TEST_REQUEST_FIELDS = frozenset({"event", "customer", "definition"})
 _ROUTED_METHODS = frozenset({"HEAD", "GET", "POST", "PUT", "PATCH", "DELETE"})
+_URL_FIELDS = ("url", "deliveryUrl")
+# Where a view finds the request's actor (aiohttp requests hold per-request values by key).
+ACTOR = "triggers.actor"
 
 
 class ApiError(Exception):
@@ -58,27 +61,13 @@ class ApiError(Exception):
 # -- request checks (plain functions, unit-tested without a server) ------------------------
 
 
-def token_of(setting: Any) -> str | None:
-    """The configured API token (a SecretStr or str), or None when writes are open.
-    An empty value counts as not set."""
-    if setting is None:
-        return None
-    value = setting.get_secret_value() if hasattr(setting, "get_secret_value") else str(setting)
-    return value if value.strip() else None
-
-
-def check_bearer(authorization: str | None, token: str | None) -> None:
-    """Raise 401 unless `authorization` is `Bearer <token>` (or no token is configured)."""
-    if token is None:
-        return
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if not authorization or not authorization.strip():
-        raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'", challenge)
-    scheme, _, presented = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        raise ApiError(401, "the Authorization header must be 'Bearer <token>'", challenge)
-    if not hmac.compare_digest(presented.strip().encode(), token.encode()):
-        raise ApiError(401, "invalid bearer token", challenge)
+def check_bearer(authorization: str | None, tokens: tuple[ApiToken, ...]) -> str:
+    """The request's actor (the matching token's name; `anonymous` when no token is
+    configured), or 401 with a Bearer challenge."""
+    try:
+        return authenticate(authorization, tokens)
+    except Unauthorized as exc:
+        raise ApiError(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
 
 
 def check_content_length(content_length: str | None, limit: int = MAX_BODY_BYTES) -> None:
@@ -228,12 +217,28 @@ def dry_run_event(event: dict[str, Any], source: Source, now: datetime) -> Event
 
 def public_trigger(trigger: CompiledTrigger) -> dict[str, Any]:
     """A definition as the read endpoints show it: the webhook secret and header values
-    (often credentials) masked, header names kept."""
+    (often credentials) masked, header names kept, secrets inside URLs masked."""
     data = trigger.definition.public_dict()
     action = data.get("action")
-    if isinstance(action, dict) and isinstance(action.get("headers"), dict):
-        action["headers"] = {name: MASK for name in action["headers"]}
+    if isinstance(action, dict):
+        data["action"] = public_action(action)
+        if isinstance(action.get("headers"), dict):
+            data["action"]["headers"] = {name: MASK for name in action["headers"]}
     return data
+
+
+def public_action(action: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an action with the userinfo, query values and fragment of its URLs masked."""
+    shown = dict(action)
+    for field in _URL_FIELDS:
+        if isinstance(shown.get(field), str):
+            shown[field] = mask_url(shown[field])
+    return shown
+
+
+def public_errors(errors: list[str]) -> list[str]:
+    """Rejection reasons as shown to readers: they may quote a URL from the definition."""
+    return [mask_urls_in_text(error) for error in errors]
 
 
 def _json_type(value: Any) -> str:
@@ -259,8 +264,15 @@ class ApiView(View):
             methods.discard("HEAD")  # faust answers HEAD with get()
         return methods
 
+    # The configured tokens, set on each routed subclass by register_api; a public view
+    # (`/metrics`) needs none.
+    tokens: tuple[ApiToken, ...] = ()
+    public = False
+
     async def dispatch(self, request: Any) -> Any:
         try:
+            if not self.public:
+                request[ACTOR] = check_bearer(request.headers.get("Authorization"), self.tokens)
             return await super().dispatch(request)
         except ApiError as exc:
             return self.json(exc.body, status=exc.status, headers=exc.headers or None)
@@ -280,44 +292,64 @@ class Api:
     app: TriggerApp
     pipeline: Pipeline
     metrics: Metrics
-    definitions: TopicT
-    token: str | None
+    tokens: tuple[ApiToken, ...]
 
     async def write_body(self, request: Request) -> Any:
-        """Authorise a write, then read its body (bounded) as JSON."""
-        check_bearer(request.headers.get("Authorization"), self.token)
+        """A write's body (bounded) as JSON; the caller was authorised by ApiView.dispatch."""
         check_content_length(request.headers.get("Content-Length"))
         return parse_json_body(await _read_bounded(request))
 
-    def authorise(self, request: Request) -> None:
-        check_bearer(request.headers.get("Authorization"), self.token)
-
-    async def publish(self, topic: str, records: list[tuple[str, Any]], **details: Any) -> None:
-        """Publish every record (all or none are too large), then wait until the producer
-        has handed them to the broker."""
+    async def publish(self, request: Request, topic: str, records: list[tuple[str, Any]], **details: Any) -> None:
+        """Publish every record (all or none are too large) with the request's actor as the
+        `actor` header, then wait until the broker has acknowledged each one."""
         check_record_sizes(records, self.app.conf.producer_max_request_size)
+        actor = actor_of(request)
+        headers = actor_headers(actor)
         published = 0
         try:
+            deliveries = []
             for key, value in records:
-                await self.pipeline.send(topic, key, value)
+                deliveries.append(await self.app.producer.send(
+                    topic, key.encode(), record_value(value), None, None, headers))
                 published += 1
             await self.app.producer.flush()
+            for delivery in deliveries:
+                await delivery
         except Exception as exc:
-            log.exception("API could not publish", extra={"topic": topic, "published": published,
+            log.exception("API could not publish", extra={"actor": actor, "topic": topic, "published": published,
                                                           "records": len(records)})
             raise ApiError(503, f"could not publish to Kafka ({published} of {len(records)} records sent; "
                                 f"retry the request): {type(exc).__name__}", published=published, **details) from exc
+        log.info("API write", extra={"actor": actor, "method": request.method, "topic": topic,
+                                     "records": len(records), **_logged(details)})
 
-    async def delete_definition(self, trigger_id: str) -> None:
-        """Publish the tombstone (a null value: Pipeline.send would JSON-encode None) and wait
-        for the broker's acknowledgement."""
+    async def delete_definition(self, request: Request, trigger_id: str) -> None:
+        """Publish the tombstone (a null value) and wait for the broker's acknowledgement."""
+        actor = actor_of(request)
+        topic = self.app.names.definitions
         try:
-            sent = await self.definitions.send(key=trigger_id.encode(), value=None)
+            sent = await self.app.producer.send(topic, trigger_id.encode(), None, None, None, actor_headers(actor))
             await sent
         except Exception as exc:
-            log.exception("API could not publish a tombstone", extra={"triggerId": trigger_id})
+            log.exception("API could not publish a tombstone", extra={"actor": actor, "triggerId": trigger_id})
             raise ApiError(503, f"could not publish to Kafka (retry the request): {type(exc).__name__}",
                            triggerId=trigger_id) from exc
+        log.info("API write", extra={"actor": actor, "method": request.method, "topic": topic,
+                                     "records": 1, "triggerId": trigger_id})
+
+
+def actor_of(request: Request) -> str:
+    return cast(str, cast(aiohttp_web.Request, request)[ACTOR])
+
+
+def actor_headers(actor: str) -> list[tuple[str, bytes]]:
+    """Kafka record headers naming who made a write (read later by the audit trail)."""
+    return [("actor", actor.encode())]
+
+
+def _logged(details: dict[str, Any]) -> dict[str, Any]:
+    """What of a write's details goes into its log line: the trigger id, never a payload."""
+    return {key: value for key, value in details.items() if key == "triggerId"}
 
 
 async def _read_bounded(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -338,26 +370,25 @@ async def _read_bounded(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 def register_api(app: TriggerApp, pipeline: Pipeline, sinks: Sinks, metrics: Metrics) -> None:
     """Add the API's pages to `app` (paths work with and without a trailing slash)."""
     del sinks  # part of the signature for future views; nothing needs it yet
-    definitions = app.topic(app.names.definitions, key_serializer="raw", value_serializer="raw")
-    api = Api(app, pipeline, metrics, definitions, token_of(app.settings.api_token))
+    api = Api(app, pipeline, metrics, app.settings.api_tokens)
 
     def page(path: str, name: str, view: type[View]) -> None:
         for variant in (path, path + "/"):
-            routed = type(f"{view.__name__}_{len(variant)}", (view,), {})
+            routed = type(f"{view.__name__}_{len(variant)}", (view,), {"tokens": api.tokens})
             app.page(variant, name=f"api-{name}{'-slash' if variant.endswith('/') else ''}")(routed)
 
     class Events(ApiView):
         async def post(self, request: Request) -> Response:
             events = prepare_events(await api.write_body(request), Source.STREAMING)
             ids = [e["id"] for e in events]  # a retry with these ids is recognised downstream
-            await api.publish(app.names.streaming, [(e["customerId"], e) for e in events], ids=ids)
+            await api.publish(request, app.names.streaming, [(e["customerId"], e) for e in events], ids=ids)
             return self.json({"accepted": len(events), "ids": ids}, status=202)
 
     class Respond(ApiView):
         async def post(self, request: Request) -> Response:
             outcomes = prepare_events(await api.write_body(request), Source.OUTCOME)
             ids = [e["id"] for e in outcomes]
-            await api.publish(app.names.outcomes, [(e["customerId"], e) for e in outcomes], ids=ids)
+            await api.publish(request, app.names.outcomes, [(e["customerId"], e) for e in outcomes], ids=ids)
             return self.json({"accepted": len(outcomes), "ids": ids}, status=202)
 
     class TriggerList(ApiView):
@@ -365,7 +396,7 @@ def register_api(app: TriggerApp, pipeline: Pipeline, sinks: Sinks, metrics: Met
             catalog = app.catalogs.triggers
             return self.json({
                 "triggers": [public_trigger(catalog.items[key]) for key in sorted(catalog.items)],
-                "rejected": {key: catalog.rejected[key] for key in sorted(catalog.rejected)},
+                "rejected": {key: public_errors(catalog.rejected[key]) for key in sorted(catalog.rejected)},
             })
 
     class Trigger(ApiView):
@@ -376,17 +407,16 @@ def register_api(app: TriggerApp, pipeline: Pipeline, sinks: Sinks, metrics: Met
                 return self.json(public_trigger(trigger))
             if trigger_id in catalog.rejected:
                 raise ApiError(404, f"trigger {trigger_id!r} was rejected", triggerId=trigger_id,
-                               errors=catalog.rejected[trigger_id])
+                               errors=public_errors(catalog.rejected[trigger_id]))
             raise ApiError(404, f"no trigger {trigger_id!r}", triggerId=trigger_id)
 
         async def put(self, request: Request, trigger_id: str) -> Response:
             definition = definition_for(await api.write_body(request), trigger_id)
-            await api.publish(app.names.definitions, [(trigger_id, definition)])
+            await api.publish(request, app.names.definitions, [(trigger_id, definition)], triggerId=trigger_id)
             return self.json({"triggerId": trigger_id, "status": "accepted"}, status=202)
 
         async def delete(self, request: Request, trigger_id: str) -> Response:
-            api.authorise(request)
-            await api.delete_definition(trigger_id)
+            await api.delete_definition(request, trigger_id)
             return self.json({"triggerId": trigger_id, "status": "deleted"}, status=202)
 
     class TriggerTest(ApiView):
@@ -404,10 +434,12 @@ def register_api(app: TriggerApp, pipeline: Pipeline, sinks: Sinks, metrics: Met
             event = dry_run_event(dry_run.event, trigger.definition.source, now)
             customer = dry_run.customer if dry_run.customer_given else pipeline.customer(event.customer_id)
             result = explain(trigger, event, customer, now)
-            return self.json({**result, "event": event.as_json(),
+            return self.json({**result, "action": public_action(result["action"]), "event": event.as_json(),
                               "customerFrom": "request" if dry_run.customer_given else "table"})
 
     class PrometheusMetrics(ApiView):
+        public = True  # scraped by Prometheus, which holds no token; counts only, no definitions
+
         async def get(self, request: Request) -> Response:
             return self.bytes(metrics.render(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 

@@ -82,23 +82,31 @@ async def test_health_still_works(http: httpx.AsyncClient) -> None:
     assert response.json()["status"] == "ok"
 
 
-async def test_reads_need_no_token_and_work_with_or_without_trailing_slash(engine: Deployment) -> None:
+async def test_reads_need_the_token_and_work_with_or_without_trailing_slash(engine: Deployment,
+                                                                            http: httpx.AsyncClient) -> None:
     async with httpx.AsyncClient(base_url=engine.workers[0].url) as anonymous:
+        for path in ("/triggers", "/triggers/", "/triggers/no-such-trigger", "/triggers/no-such-trigger/"):
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                refused = await anonymous.get(path, headers=headers)
+                assert refused.status_code == 401, (path, headers)
+                assert refused.headers["WWW-Authenticate"].startswith("Bearer")
         for path in ("/triggers", "/triggers/"):
-            response = await anonymous.get(path)
+            response = await http.get(path)
             assert response.status_code == 200, path
             assert set(response.json()) == {"triggers", "rejected"}
         for path in ("/triggers/no-such-trigger", "/triggers/no-such-trigger/"):
-            response = await anonymous.get(path)
+            response = await http.get(path)
             assert response.status_code == 404, path
             assert response.headers["Content-Type"].startswith("application/json")
             assert response.json()["triggerId"] == "no-such-trigger"
+        # Only these two need no token.
         assert (await anonymous.get("/metrics")).status_code == 200
         assert (await anonymous.get("/health")).status_code == 200
 
         for method, path, allow in (("GET", "/events", "POST"), ("PATCH", "/triggers/x", "DELETE, GET, HEAD, PUT"),
                                     ("POST", "/triggers", "GET, HEAD")):
-            response = await anonymous.request(method, path)
+            assert (await anonymous.request(method, path)).status_code == 401, (method, path)
+            response = await http.request(method, path)
             assert response.status_code == 405, (method, path)
             assert response.headers["Allow"] == allow and response.json()["error"]
 
@@ -196,7 +204,7 @@ async def test_invalid_events_report_every_problem_and_publish_nothing(engine: D
     assert [r.value["type"] for r in records if r.key == customer] == [marker]
 
 
-async def test_writes_need_the_token(engine: Deployment) -> None:
+async def test_writes_and_reads_need_the_token(engine: Deployment) -> None:
     customer, trigger_id = unique("c"), unique("auth")
     event = {"type": unique("unauthorised"), "customerId": customer}
     definition = {**webhook_trigger(event["type"]), "id": trigger_id}
@@ -209,11 +217,14 @@ async def test_writes_need_the_token(engine: Deployment) -> None:
                 await client.put(f"/triggers/{trigger_id}", json=definition, headers=headers),
                 await client.delete(f"/triggers/{trigger_id}", headers=headers),
                 await client.post(f"/triggers/{trigger_id}/test", json={"event": event}, headers=headers),
+                await client.get("/triggers", headers=headers),
+                await client.get(f"/triggers/{trigger_id}", headers=headers),
+                await client.head("/triggers", headers=headers),
             ]
             for response in attempts:
                 assert response.status_code == 401, (response.request.url, headers, response.text)
                 assert response.headers["WWW-Authenticate"].startswith("Bearer")
-                assert response.json()["error"]
+                assert response.request.method == "HEAD" or response.json()["error"]
 
         # Nothing reached the topics: a later authorised write on the same partitions shows it.
         marker = unique("marker")

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from app.api.views import (
     MAX_BODY_BYTES,
@@ -21,12 +20,14 @@ from app.api.views import (
     parse_json_body,
     parse_test_request,
     prepare_events,
+    public_action,
+    public_errors,
     public_trigger,
     record_value,
-    token_of,
 )
 from app.domain.definitions import compile_definition
 from app.domain.models import Source
+from app.domain.secrets import ApiToken
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -47,28 +48,24 @@ def raises(status: int, fun: Any, *args: Any, **kwargs: Any) -> ApiError:
 # ------------------------------------------------------------------------------ auth
 
 
-def test_token_of_reads_secret_and_treats_empty_as_unset():
-    assert token_of(None) is None
-    assert token_of(SecretStr("")) is None
-    assert token_of(SecretStr("  ")) is None
-    assert token_of(SecretStr("t0ken")) == "t0ken"
+TOKENS = (ApiToken("default", "t0ken"), ApiToken("ci", "other-t0ken"))
 
 
-def test_no_token_configured_allows_everything():
-    check_bearer(None, None)
-    check_bearer("Bearer whatever", None)
+def test_no_token_configured_allows_everything_as_anonymous():
+    assert check_bearer(None, ()) == "anonymous"
+    assert check_bearer("Bearer whatever", ()) == "anonymous"
 
 
 def test_correct_bearer_token_passes_scheme_case_insensitive():
-    check_bearer("Bearer t0ken", "t0ken")
-    check_bearer("bearer t0ken", "t0ken")
-    check_bearer("  BEARER   t0ken ", "t0ken")
+    assert check_bearer("Bearer t0ken", TOKENS) == "default"
+    assert check_bearer("bearer t0ken", TOKENS) == "default"
+    assert check_bearer("  BEARER   other-t0ken ", TOKENS) == "ci"
 
 
 @pytest.mark.parametrize("header", [None, "", "   ", "t0ken", "Basic dDBrZW4=", "Bearer", "Bearer ",
                                     "Bearer t0ke", "Bearer t0ken2", "Bearer T0KEN", "Bearer tökén"])
 def test_missing_or_wrong_bearer_token_is_401_with_challenge(header: str | None):
-    error = raises(401, check_bearer, header, "t0ken")
+    error = raises(401, check_bearer, header, TOKENS)
     assert error.headers["WWW-Authenticate"].startswith("Bearer")
     assert "t0ken" not in error.body["error"]
 
@@ -227,6 +224,26 @@ def test_public_trigger_masks_secret_and_header_values():
     assert "s3cret" not in text and "Bearer abc" not in text and "growth" not in text
     assert set(shown["action"]["headers"]) == {"Authorization", "X-Team"}
     assert shown["id"] == "hv-1" and shown["eventType"] == "transaction"
+
+
+def test_public_trigger_masks_secrets_inside_urls():
+    webhook = compile_definition(trigger(id="hv-2", action={
+        "type": "webhook", "url": "https://user:pa55@hooks.example/in?api_key=k3y&team=growth"}))
+    assert public_trigger(webhook)["action"]["url"] == "https://***:***@hooks.example/in?api_key=***&team=***"
+    recommend = compile_definition(trigger(id="hv-3", action={
+        "type": "fire_recommend", "decisionFlowId": "f", "deliveryUrl": "https://push.example/r?sig=abc"}))
+    assert public_trigger(recommend)["action"]["deliveryUrl"] == "https://push.example/r?sig=***"
+    # The compiled trigger itself keeps the real URL: the sinks need it.
+    assert "k3y" in webhook.command_action["url"]
+
+
+def test_public_action_and_errors_mask_urls_without_changing_the_original():
+    action = {"type": "webhook", "url": "https://u:p@h.example/?token=t", "signed": True}
+    assert public_action(action) == {"type": "webhook", "url": "https://***:***@h.example/?token=***",
+                                     "signed": True}
+    assert action["url"] == "https://u:p@h.example/?token=t"
+    assert public_errors(["action.url: https://u:p@h.example/?x=1 is refused"]) == [
+        "action.url: https://***:***@h.example/?x=*** is refused"]
 
 
 # ------------------------------------------------------------------------------ dry runs
