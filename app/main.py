@@ -148,7 +148,10 @@ def build_app(settings: Settings) -> TriggerApp:
             await gate()
             async for event in stream.events():
                 handed_over(event.message)
-                await handle(event.message)
+                try:
+                    await handle(event.message)
+                except Exception as exc:  # noqa: BLE001 - one record must not stop the agent
+                    await pipeline.record_failed(event.message, exc)
         app.agent(channel, name=name)(run)
 
     def manually_acked_agent(channel: TopicT, name: str,
@@ -189,7 +192,11 @@ def build_app(settings: Settings) -> TriggerApp:
         # Not gated: invalid definitions are reported even by an unlicensed worker.
         async for event in stream.events():
             handed_over(event.message)
-            await pipeline.on_definition_message(event.message)
+            try:
+                await pipeline.on_definition_message(event.message)
+            except Exception:  # noqa: BLE001 - one record must not stop the reports
+                log.exception("definition report failed", extra={"topic": event.message.topic,
+                                                                 "offset": event.message.offset})
 
     @app.timer(interval=1.0, on_leader=True)  # type: ignore[untyped-decorator]
     async def schedule_clock() -> None:

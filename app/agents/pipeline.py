@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 from collections import Counter
@@ -13,11 +11,24 @@ from datetime import UTC, datetime
 from functools import lru_cache, partial
 from typing import Any, Protocol, cast
 
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faust.types import TP, AppT, Message, TableT, TopicT
+from pydantic import ValidationError
 
 from app.domain.cooldown import CooldownMark
+from app.domain.deadletters import (
+    MAX_RECORD_BYTES,
+    RecordTooLarge,
+    Unstorable,
+    action_dead_letter,
+    check_storable,
+    encode,
+    event_dead_letter,
+    row_load_dead_letter,
+    short_reason,
+)
 from app.domain.engine import Evaluation, evaluate, evaluate_scheduled
-from app.domain.intake import parse_cdc_event, parse_event
+from app.domain.intake import load_json, parse_cdc_event, parse_event
 from app.domain.models import ActionCommand, Event, EventEnvelope, Source
 from app.domain.rows import RowLoad, merge_row, parse_row_load
 from app.domain.schema import CUSTOMERS, ColumnTypeError, check_row_values
@@ -30,7 +41,11 @@ from app.topics import Topics
 
 log = logging.getLogger(__name__)
 
-
+# A dead letter's key (and its `key` field) keep this many characters of the original key.
+MAX_KEY_CHARS = 1_024
+# An error report on `triggers.errors` names at most this much of a hostile key, and this many errors.
+MAX_ID_CHARS = 256
+MAX_REPORTED_ERRORS = 50
 
 _EVENTS_COUNTER = {source: f"events.{source.value}" for source in Source}
 
@@ -38,10 +53,6 @@ _EVENTS_COUNTER = {source: f"events.{source.value}" for source in Source}
 def row_key(table: str, customer_id: str) -> str:
     """Key in the rows table: every schema table's row for a customer, co-partitioned."""
     return f"{table}|{customer_id}"
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 class RawRecord(Protocol):
@@ -113,34 +124,70 @@ class Pipeline:
         The hot path: one loop, no coroutine per record, and nothing awaited for the events
         (most of them) that fire nothing."""
         for record in records:
-            try:
+            try:  # one handler for the whole body: free in Python 3.11 until something raises
                 work = self._parse(record)
+                if not self.owned_here(record, work.customer_id):
+                    await self._reroute(work)
+                elif isinstance(work, RowLoad):
+                    await self._load_row(work, record)
+                elif (result := self.evaluate_now(work)) is not None:
+                    await self._apply(work, result)
             except MalformedEvent as exc:
                 await self.dead_letter(record, exc.reason)
-                continue
-            if not self.owned_here(record, work.customer_id):
-                await self._reroute(work)
-            elif isinstance(work, RowLoad):
-                await self._load_row(work)
-            elif (result := self.evaluate_now(work)) is not None:
-                await self._apply(work, result)
+            except Exception as exc:  # noqa: BLE001 - the safety net: see record_failed
+                await self.record_failed(record, exc)
 
     async def on_rerouted_batch(self, tp: TP, records: Sequence[RawRecord]) -> None:
         for record in records:
-            await self.on_rerouted_record(record)
+            try:
+                await self.on_rerouted_record(record)
+            except MalformedEvent as exc:
+                await self.dead_letter(record, exc.reason)
+            except Exception as exc:  # noqa: BLE001 - the safety net: see record_failed
+                await self.record_failed(record, exc)
+
+    async def record_failed(self, message: RawRecord | Message, exc: Exception) -> None:
+        """The safety net under every consumer: an unexpected exception while handling one
+        record dead-letters that record with `<ExceptionType>: <message>`, and the next
+        record is handled. Without it the exception reaches the fetcher, which stops the
+        worker, and a restarted worker reads the same record and stops again.
+
+        Errors of the broker connection are not the record's fault: they still propagate, so
+        the record is read again when the worker is back rather than dead-lettered."""
+        if isinstance(exc, KafkaError) and not isinstance(exc, MessageSizeTooLargeError):
+            raise exc
+        self.counters["record_failures"] += 1
+        log.error("record failed; dead-lettered", exc_info=exc,
+                  extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
+        await self.dead_letter(message, f"{type(exc).__name__}: {exc}")
 
     async def _reroute(self, work: Event | RowLoad) -> None:
         await self.send(self.names.rerouted, work.customer_id, _envelope(work))
         self.counters["rerouted"] += 1
 
     async def on_rerouted_record(self, record: RawRecord) -> None:
-        data = json.loads(record.value or b"null")
-        if data["kind"] in self.rerouted_handlers:
-            await self.rerouted_handlers[data["kind"]](data)
-        elif data["kind"] == "row":
-            await self._process(RowLoad(**data["row"]))
+        """An internal topic is validated like any input: a record that is not an envelope
+        this engine writes raises MalformedEvent (and is dead-lettered with the reason)."""
+        data = _json_object(record.value, "a rerouted record")
+        kind = data.get("kind")
+        if isinstance(kind, str) and kind in self.rerouted_handlers:
+            await self.rerouted_handlers[kind](data)
+            return
+        if kind == "row":
+            work: Event | RowLoad = _rerouted_row(data.get("row"))
+        elif kind == "event":
+            try:
+                work = EventEnvelope.model_validate(data.get("event")).event()
+            except ValidationError as exc:
+                raise MalformedEvent(f"invalid rerouted event: {_validation_summary(exc)}") from None
         else:
-            await self._process(EventEnvelope.model_validate(data["event"]).event())
+            raise MalformedEvent(f"unknown rerouted record kind {str(kind)[:64]!r}")
+        if not self.owned_here(record, work.customer_id):
+            raise MalformedEvent("a rerouted record must be keyed by its customer id, in that id's partition")
+        if isinstance(work, RowLoad):
+            await self._load_row(work, record)
+        else:
+            await self._evaluate(work)
 
     def _parse(self, record: RawRecord) -> Event | RowLoad:
         if record.topic == self._rows_topic:
@@ -156,12 +203,6 @@ class Pipeline:
         key = record.key.decode("utf-8", "replace") if isinstance(record.key, bytes) else record.key
         return key == customer_id and record.partition == partition_for(
             customer_id, self.settings.partitions)
-
-    async def _process(self, work: Event | RowLoad) -> None:
-        if isinstance(work, RowLoad):
-            await self._load_row(work)
-        else:
-            await self._evaluate(work)
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -181,27 +222,52 @@ class Pipeline:
                           lambda trigger_id: self._cooldown(trigger_id, event.customer_id),
                           self.clock())
         self.metrics.evaluation_seconds.observe(time.perf_counter() - started)
+        if result.budget_exhausted:  # its skipped triggers are condition errors too
+            self.counters["evaluation_budget_exhausted"] += 1
         if result.firings or result.condition_errors or result.cooled_down:
             return result
         return None
 
     async def _apply(self, event: Event, result: Evaluation) -> None:
-        """Store the cooldown marks, then emit the firings in order."""
+        """Store the cooldown marks, then emit the firings in order. A firing too large to
+        produce is refused first, so its cooldown is not stored either."""
         self._record(event, result)
-        for trigger_id, mark in result.cooldown_marks.items():
-            self.cooldowns[_cooldown_key(trigger_id, event.customer_id)] = mark.to_json()
+        firings: list[tuple[ActionCommand, bytes]] = []
+        refused: set[str] = set()
         for command in result.firings:
-            await self._emit(command)
+            value = encode(command.to_json())
+            if len(value) + len(command.customer_id) > MAX_RECORD_BYTES:
+                refused.add(command.trigger_id)
+                await self._refuse_firing(command, len(value))
+            else:
+                firings.append((command, value))
+        for trigger_id, mark in result.cooldown_marks.items():
+            if trigger_id not in refused:
+                self.cooldowns[_cooldown_key(trigger_id, event.customer_id)] = mark.to_json()
+        for command, value in firings:
+            await self._emit(command, value)
+
+    async def _refuse_firing(self, command: ActionCommand, size: int) -> None:
+        reason = f"firing is {size} bytes, more than the {MAX_RECORD_BYTES}-byte record limit"
+        self.counters["firings_refused"] += 1
+        self.metrics.dead_letters.labels(self.names.actions_deadletter, "firing_too_large").inc()
+        log.warning("firing refused", extra={"triggerId": command.trigger_id, "firingId": command.firing_id,
+                                             "reason": reason})
+        await self.send(self.names.actions_deadletter, command.customer_id, action_dead_letter(
+            command.action_type, reason, self.clock().isoformat(), [], command.to_json(), None))
 
     # -- scheduled triggers ---------------------------------------------------------------
 
     async def on_tick(self, message: Message) -> None:
         """A tick for one partition: evaluate the trigger for every customer whose row lives
         in that partition, so with any number of workers each customer is visited once."""
-        tick = json.loads(message.value or b"null")
-        trigger = self.catalogs.triggers.get(tick["triggerId"])
-        scheduled_at = datetime.fromisoformat(tick["scheduledAt"])
-        done_key = f"{tick['triggerId']}|{message.partition}"
+        try:
+            trigger_id, scheduled_at = _tick(message.value)
+        except MalformedEvent as exc:
+            await self.dead_letter(message, exc.reason)
+            return
+        trigger = self.catalogs.triggers.get(trigger_id)
+        done_key = f"{trigger_id}|{message.partition}"
         last = self.ticks_done.get(done_key)
         if trigger is None or trigger.definition.source is not Source.SCHEDULED or (
                 last is not None and datetime.fromisoformat(last) >= scheduled_at):
@@ -222,7 +288,7 @@ class Pipeline:
             await self._apply(event, result)
             visited += 1
         self.ticks_done[done_key] = scheduled_at.isoformat()
-        log.info("schedule tick ran", extra={"triggerId": trigger.id, "scheduledAt": tick["scheduledAt"],
+        log.info("schedule tick ran", extra={"triggerId": trigger.id, "scheduledAt": scheduled_at.isoformat(),
                                              "partition": message.partition, "customers": visited})
 
     def customer(self, customer_id: str) -> dict[str, Any] | None:
@@ -241,9 +307,8 @@ class Pipeline:
                                                 "error": error})
         self.counters["cooled_down"] += len(result.cooled_down)
 
-    async def _emit(self, command: ActionCommand) -> None:
+    async def _emit(self, command: ActionCommand, value: bytes) -> None:
         """The action command first, then its record on `triggers.firings`."""
-        value = command.to_json()
         await self.send(self.names.action(command.action_type), command.customer_id, value)
         await self.send(self.names.firings, command.customer_id, value)
         self.counters["firings"] += 1
@@ -255,85 +320,114 @@ class Pipeline:
 
     # -- schema-table rows --------------------------------------------------------------
 
-    async def _load_row(self, load: RowLoad) -> None:
+    async def _load_row(self, load: RowLoad, origin: RawRecord) -> None:
         table = self.catalogs.tables.table(load.table)
         try:
             if table is None:
                 raise ColumnTypeError(f"unknown schema table {load.table!r}")
             values = check_row_values(table, load.attributes) if load.attributes is not None else None
-        except ColumnTypeError as exc:
+            await self.write_row(load.table, load.customer_id, values)
+        except (ColumnTypeError, Unstorable, RecordTooLarge) as exc:
+            self.counters["deadlettered"] += 1
             self.metrics.dead_letters.labels(self.names.deadletter, reason_code(str(exc))).inc()
-            await self.send(self.names.deadletter, load.customer_id, {
-                "reason": str(exc), "load": _row_json(load), "at": self.clock().isoformat()})
-            return
-        await self.write_row(load.table, load.customer_id, values)
+            await self.send(self.names.deadletter, load.customer_id, row_load_dead_letter(
+                str(exc), load.table, load.customer_id, load.attributes, self.clock().isoformat(),
+                {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset}))
 
     async def write_row(self, table: str, customer_id: str, values: dict[str, Any] | None,
                         depth: int = 0, firing_id: str | None = None) -> dict[str, Any] | None:
         """Merge `values` into the row (None deletes it) and publish the change on
-        `events.schema`; returns the change, or None when nothing changed."""
+        `events.schema`; returns the change, or None when nothing changed.
+
+        Raises Unstorable or RecordTooLarge, having changed nothing, when the row could not
+        be written to the table or the change could not be published."""
         key = row_key(table, customer_id)
         change = merge_row(table, customer_id, stored(self.rows, key), values)
         if change is None:
             return None
-        if change.after is None:
-            self.rows.pop(key, None)
-        else:
-            self.rows[key] = change.after
         record = {**change.to_json(), "depth": depth}
         if firing_id:
             record["firingId"] = firing_id
-        await self.send(self.names.schema, customer_id, record)
+        # Checked before the table is touched: a refused change must leave no half-written state.
+        value = encode(record)
+        self._check_size(self.names.schema, customer_id.encode(), value)
+        if change.after is None:
+            self.rows.pop(key, None)
+        else:
+            check_storable(change.after)
+            self.rows[key] = change.after
+        await self.send(self.names.schema, customer_id, value)
         return record
 
     # -- definitions (errors are reported by exactly one worker: this agent's) ----------
 
     async def on_definition_message(self, message: Message) -> None:
-        if message.value is None or message.key is None:
-            return
-        key = message.key.decode("utf-8", "replace")
         catalog = self.catalogs.by_topic[message.topic]
+        if message.key is None:  # every worker ignores it: say so once
+            await self._report_definition(message, catalog.kind, None,
+                                          ["a definition record needs a key (the definition's id)"])
+            return
+        if message.value is None:
+            return  # a deletion
+        key = message.key.decode("utf-8", "replace")
         try:
             catalog.validate(message.value, key)
         except InvalidDefinition as exc:
-            item_id = key  # what the worker removed, even if the value names another id
-            error = {"kind": catalog.kind, "id": item_id, "error": "; ".join(exc.errors),
-                     "errors": exc.errors, "topic": message.topic, "offset": message.offset,
-                     "at": self.clock().isoformat()}
-            if catalog.kind == "trigger":
-                error["triggerId"] = item_id
-            log.warning("invalid definition reported", extra={"kind": catalog.kind, "id": item_id})
-            await self.send(self.names.errors, item_id, error)
+            # The id is what the worker removed, even if the value names another id.
+            await self._report_definition(message, catalog.kind, key, exc.errors)
+        except Exception as exc:  # noqa: BLE001 - a validator bug must not stop the reports
+            log.error("definition check failed", exc_info=exc, extra={"topic": message.topic,
+                                                                       "offset": message.offset})
+            await self._report_definition(message, catalog.kind, key, [f"{type(exc).__name__}: {exc}"])
+
+    async def _report_definition(self, message: Message, kind: str, key: str | None,
+                                 errors: list[str]) -> None:
+        item_id = key if key is None or len(key) <= MAX_ID_CHARS else f"{key[:MAX_ID_CHARS]}…"
+        errors = [short_reason(e) for e in errors[:MAX_REPORTED_ERRORS]]
+        error: dict[str, Any] = {"kind": kind, "id": item_id, "error": short_reason("; ".join(errors)),
+                                 "errors": errors, "topic": message.topic, "offset": message.offset,
+                                 "at": self.clock().isoformat()}
+        if kind == "trigger":
+            error["triggerId"] = item_id
+        log.warning("invalid definition reported", extra={"kind": kind, "id": item_id})
+        await self.send(self.names.errors, item_id, error)
 
     # -- output -------------------------------------------------------------------------
 
     async def dead_letter(self, message: RawRecord | Message, reason: str) -> None:
-        raw = message.value or b""
-        key = message.key.decode("utf-8", "replace") if message.key else None
+        key = message.key.decode("utf-8", "replace")[:MAX_KEY_CHARS] if message.key else None
         self.counters["deadlettered"] += 1
         self.metrics.dead_letters.labels(self.names.deadletter, reason_code(reason)).inc()
         log.warning("event dead-lettered", extra={"topic": message.topic,
                                                   "partition": message.partition,
-                                                  "offset": message.offset, "reason": reason})
-        await self.send(self.names.deadletter, key, {
-            "reason": reason,
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "key": key,
-            "value": raw.decode("utf-8", "replace"),
-            "valueBase64": base64.b64encode(raw).decode(),
-            "at": self.clock().isoformat(),
-        })
+                                                  "offset": message.offset, "reason": reason[:200]})
+        record = event_dead_letter(reason, message.topic, message.partition, message.offset, key,
+                                   message.value, self.clock().isoformat())
+        try:
+            await self.send(self.names.deadletter, key, record)
+        except (RecordTooLarge, MessageSizeTooLargeError, TypeError, ValueError) as exc:
+            # Bounded by construction, so this is a bug: say so loudly, and go on.
+            self.counters["deadletter_failures"] += 1
+            log.error("dead letter could not be written", exc_info=exc,
+                      extra={"topic": message.topic, "offset": message.offset})
 
     async def send(self, topic: str, key: str | None, value: Any) -> None:
         """Hand a record to the producer; the consumer flushes the producer before it commits
         an offset, so a crash cannot commit past an event whose output was not written.
-        (Straight to the producer: faust's Topic.send adds several layers per record.)"""
-        delivery = await self._app.producer.send(
-            topic, key.encode() if key is not None else None,
-            value if isinstance(value, bytes) else _dumps(value), None, None, None)
+        (Straight to the producer: faust's Topic.send adds several layers per record.)
+
+        Raises RecordTooLarge, having sent nothing, for a record the producer would refuse."""
+        raw_key = key.encode() if key is not None else None
+        raw = value if isinstance(value, bytes) else encode(value)
+        self._check_size(topic, raw_key, raw)
+        delivery = await self._app.producer.send(topic, raw_key, raw, None, None, None)
         cast(asyncio.Future[Any], delivery).add_done_callback(_log_failed_delivery)
+
+    @staticmethod
+    def _check_size(topic: str, key: bytes | None, value: bytes) -> None:
+        size = len(value) + (len(key) if key is not None else 0)
+        if size > MAX_RECORD_BYTES:
+            raise RecordTooLarge(topic, size)
 
 
 def _log_failed_delivery(delivery: asyncio.Future[Any]) -> None:
@@ -368,5 +462,45 @@ def _row_json(load: RowLoad) -> dict[str, Any]:
 
 def _envelope(work: Event | RowLoad) -> bytes:
     if isinstance(work, RowLoad):
-        return _dumps({"kind": "row", "row": _row_json(work)})
-    return _dumps({"kind": "event", "event": work.to_envelope()})
+        return encode({"kind": "row", "row": _row_json(work)})
+    return encode({"kind": "event", "event": work.to_envelope()})
+
+
+def _json_object(raw: bytes | None, what: str) -> dict[str, Any]:
+    try:
+        data = load_json(raw) if raw is not None else None
+    except (ValueError, RecursionError) as exc:
+        raise MalformedEvent(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedEvent(f"{what} is a JSON object")
+    return data
+
+
+def _rerouted_row(row: Any) -> RowLoad:
+    if not isinstance(row, dict):
+        raise MalformedEvent("a rerouted row load has an object 'row'")
+    table, customer_id, attributes = row.get("table"), row.get("customer_id"), row.get("attributes")
+    if not isinstance(table, str) or not table or not isinstance(customer_id, str) or not customer_id:
+        raise MalformedEvent("a rerouted row load has non-empty text 'table' and 'customer_id'")
+    if attributes is not None and not isinstance(attributes, dict):
+        raise MalformedEvent("a rerouted row load's 'attributes' is an object or null")
+    return RowLoad(table, customer_id, attributes)
+
+
+def _tick(raw: bytes | None) -> tuple[str, datetime]:
+    """`{"triggerId": ..., "scheduledAt": <ISO 8601 with offset>}`, as the Scheduler writes it."""
+    tick = _json_object(raw, "a tick")
+    trigger_id, scheduled = tick.get("triggerId"), tick.get("scheduledAt")
+    if not isinstance(trigger_id, str) or not trigger_id or not isinstance(scheduled, str):
+        raise MalformedEvent("a tick has text fields 'triggerId' and 'scheduledAt'")
+    try:
+        scheduled_at = datetime.fromisoformat(scheduled)
+    except ValueError:
+        raise MalformedEvent(f"tick field 'scheduledAt' is not ISO 8601: {scheduled[:64]!r}") from None
+    if scheduled_at.tzinfo is None:
+        raise MalformedEvent("tick field 'scheduledAt' has no time zone")
+    return trigger_id, scheduled_at
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()[:10])

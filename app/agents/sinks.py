@@ -13,15 +13,17 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faust.types import AppT, EventT, Message, TableT, TopicT
 from pydantic import ValidationError
 
 from app.agents.acks import InOrderAcks
 from app.agents.pipeline import Pipeline, RawRecord, stored
 from app.domain import dedup, journeys
+from app.domain.deadletters import RecordTooLarge, Unstorable, action_dead_letter
 from app.domain.decisions import decide, decision_id
 from app.domain.expressions import Expression, Scope, parse_expression
-from app.domain.intake import load_json
+from app.domain.intake import MAX_ID_LENGTH, load_json
 from app.domain.models import ActionCommand, Deduplication, Source, WebhookAction
 from app.domain.schema import ColumnTypeError, check_row_values
 from app.domain.webhooks import Template, compile_template
@@ -95,9 +97,26 @@ class Sinks:
 
     def _command(self, message: RawRecord | Message) -> ActionCommand:
         try:
-            return ActionCommand.model_validate(load_json(message.value or b"null"))
-        except (ValueError, ValidationError) as exc:
+            command = ActionCommand.model_validate(load_json(message.value or b"null"))
+        except (ValueError, RecursionError, ValidationError) as exc:
             raise ActionFailed(f"malformed action command: {exc}") from None
+        # These ids are stored (performed, enrollments) and become keys: bounded like an event's.
+        for name, value in (("firingId", command.firing_id), ("triggerId", command.trigger_id),
+                            ("customerId", command.customer_id), ("eventId", command.event_id)):
+            if not value or len(value) > MAX_ID_LENGTH:
+                raise ActionFailed(f"malformed action command: field {name!r} must be 1 to "
+                                   f"{MAX_ID_LENGTH} characters")
+        return command
+
+    async def _failed(self, sink: str, message: RawRecord | Message, command: ActionCommand | None,
+                      exc: Exception) -> None:
+        """The safety net (see Pipeline.record_failed): dead-letter the command, go on."""
+        if isinstance(exc, KafkaError) and not isinstance(exc, MessageSizeTooLargeError):
+            raise exc
+        self.counters[f"{sink}.failures"] += 1
+        log.error("action failed unexpectedly; dead-lettered", exc_info=exc,
+                  extra={"action": sink, "topic": message.topic, "offset": message.offset})
+        await self._dead_letter(sink, message, command, f"{type(exc).__name__}: {exc}")
 
     def _done_before(self, sink: str, command: ActionCommand) -> bool:
         log_ = stored(self.performed, f"{sink}|{command.customer_id}")
@@ -120,20 +139,21 @@ class Sinks:
         self.counters[f"{sink}.deadlettered"] += 1
         self.metrics.sink_outcomes.labels(sink, "deadlettered").inc()
         self.metrics.dead_letters.labels(self.names.actions_deadletter, reason_code(reason)).inc()
-        log.warning("action dead-lettered", extra={"action": sink, "reason": reason,
+        log.warning("action dead-lettered", extra={"action": sink, "reason": reason[:200],
                                                    "firingId": command.firing_id if command else None})
-        record: dict[str, Any] = {
-            "actionType": sink, "reason": reason, "at": self.clock().isoformat(),
-            "attempts": [a.to_json() for a in result.attempts] if result else [],
-        }
-        if command is not None:
-            record |= {"firingId": command.firing_id, "triggerId": command.trigger_id,
-                       "customerId": command.customer_id, "command": command.to_json()}
-        else:
-            record |= {"topic": message.topic, "partition": message.partition, "offset": message.offset,
-                       "value": (message.value or b"").decode("utf-8", "replace")}
+        record = action_dead_letter(
+            sink, reason, self.clock().isoformat(),
+            [a.to_json() for a in result.attempts] if result else [],
+            command.to_json() if command is not None else None,
+            {"topic": message.topic, "partition": message.partition, "offset": message.offset},
+            message.value)
         key = command.customer_id if command else None
-        await self.pipeline.send(self.names.actions_deadletter, key, record)
+        try:
+            await self.pipeline.send(self.names.actions_deadletter, key, record)
+        except (RecordTooLarge, MessageSizeTooLargeError, TypeError, ValueError) as exc:
+            # Bounded by construction, so this is a bug: say so loudly, and go on.
+            self.counters["deadletter_failures"] += 1
+            log.error("action dead letter could not be written", exc_info=exc, extra={"action": sink})
 
     def _scope(self, command: ActionCommand, **extra: dict[str, Any]) -> Scope:
         return Scope(event=command.event, customer=self.pipeline.customer(command.customer_id),
@@ -153,11 +173,13 @@ class Sinks:
                 self._acks.finish(event)
                 return
             url, body, secret, headers = self._webhook_request(command)
+            await self._dispatch("webhook", event, command, url, body, secret, headers)
         except (ActionFailed, KeyError, TypeError, ValueError) as exc:
             await self._dead_letter("webhook", event.message, command, self._reason(exc))
             self._acks.finish(event)
-            return
-        await self._dispatch("webhook", event, command, url, body, secret, headers)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            await self._failed("webhook", event.message, command, exc)
+            self._acks.finish(event)
 
     def _webhook_request(self, command: ActionCommand) -> tuple[str, bytes, str | None, dict[str, str]]:
         action = command.action
@@ -238,18 +260,20 @@ class Sinks:
                 self._acks.finish(event)
                 return
             recommendation = self._recommend(command)
+            await self.pipeline.send(self.names.recommendations, command.customer_id, recommendation)
+            url = command.action.get("deliveryUrl")
+            if not url:
+                self._remember("fire_recommend", command)
+                self._acks.finish(event)
+                return
+            body = json.dumps(recommendation, separators=(",", ":")).encode()
+            await self._dispatch("fire_recommend", event, command, str(url), body, None, {})
         except (ActionFailed, KeyError, TypeError, ValueError) as exc:
             await self._dead_letter("fire_recommend", event.message, command, self._reason(exc))
             self._acks.finish(event)
-            return
-        await self.pipeline.send(self.names.recommendations, command.customer_id, recommendation)
-        url = command.action.get("deliveryUrl")
-        if not url:
-            self._remember("fire_recommend", command)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            await self._failed("fire_recommend", event.message, command, exc)
             self._acks.finish(event)
-            return
-        body = json.dumps(recommendation, separators=(",", ":")).encode()
-        await self._dispatch("fire_recommend", event, command, str(url), body, None, {})
 
     def _recommend(self, command: ActionCommand) -> dict[str, Any]:
         flow_id = str(command.action["decisionFlowId"])
@@ -272,11 +296,12 @@ class Sinks:
             if self._done_before("enroll_journey", command):
                 return
             record = self._enroll(command)
+            await self.pipeline.send(self.names.enrollments, command.customer_id, record)
+            self._remember("enroll_journey", command)
         except (ActionFailed, KeyError, TypeError, ValueError) as exc:
             await self._dead_letter("enroll_journey", message, command, self._reason(exc))
-            return
-        await self.pipeline.send(self.names.enrollments, command.customer_id, record)
-        self._remember("enroll_journey", command)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            await self._failed("enroll_journey", message, command, exc)
 
     def _enroll(self, command: ActionCommand) -> dict[str, Any]:
         journey_id = str(command.action["journeyId"])
@@ -299,18 +324,24 @@ class Sinks:
         """`journeys.events`: a journey service says an enrollment completed or exited."""
         try:
             customer_id, journey_id, enrollment_id, status = _journey_event(message.value)
+            if not self.pipeline.owned_here(message, customer_id):
+                await self.pipeline.send(self.names.rerouted, customer_id, json.dumps({
+                    "kind": "journey_event", "value": (message.value or b"").decode()},
+                    separators=(",", ":")).encode())
+                return
+            self.end_enrollment(customer_id, journey_id, enrollment_id, status)
         except MalformedEvent as exc:
             await self.pipeline.dead_letter(message, exc.reason)
-            return
-        if not self.pipeline.owned_here(message, customer_id):
-            await self.pipeline.send(self.names.rerouted, customer_id, json.dumps({
-                "kind": "journey_event", "value": (message.value or b"").decode()},
-                separators=(",", ":")).encode())
-            return
-        self.end_enrollment(customer_id, journey_id, enrollment_id, status)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            await self.pipeline.record_failed(message, exc)
 
     async def on_rerouted_journey_event(self, data: dict[str, Any]) -> None:
-        customer_id, journey_id, enrollment_id, status = _journey_event(data["value"].encode())
+        """Raises MalformedEvent for an envelope this engine did not write (the rerouted
+        topic's handler dead-letters it)."""
+        value = data.get("value")
+        if not isinstance(value, str):
+            raise MalformedEvent("a rerouted journey event has a text 'value'")
+        customer_id, journey_id, enrollment_id, status = _journey_event(value.encode())
         self.end_enrollment(customer_id, journey_id, enrollment_id, status)
 
     def end_enrollment(self, customer_id: str, journey_id: str, enrollment_id: str | None, status: str) -> None:
@@ -330,12 +361,16 @@ class Sinks:
             if self._done_before("update_attribute", command):
                 return
             table, values, depth = self._attribute_values(command)
+            try:
+                await self.pipeline.write_row(table, command.customer_id, values, depth=depth,
+                                              firing_id=command.firing_id)
+            except (Unstorable, RecordTooLarge) as exc:  # nothing was written
+                raise ActionFailed(str(exc)) from None
+            self._remember("update_attribute", command)
         except (ActionFailed, KeyError, TypeError, ValueError) as exc:
             await self._dead_letter("update_attribute", message, command, self._reason(exc))
-            return
-        await self.pipeline.write_row(table, command.customer_id, values, depth=depth,
-                                      firing_id=command.firing_id)
-        self._remember("update_attribute", command)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            await self._failed("update_attribute", message, command, exc)
 
     def _attribute_values(self, command: ActionCommand) -> tuple[str, dict[str, Any], int]:
         table_name = str(command.action.get("table", "customers"))
@@ -346,8 +381,8 @@ class Sinks:
         # trigger that updates what it listens to stops instead of looping forever.
         caused_by_change = command.event.get("source") == Source.SCHEMA_TABLE.value
         previous = command.event.get("depth")
-        depth = (previous if isinstance(previous, int) and not isinstance(previous, bool) and caused_by_change
-                 else 0) + 1
+        depth = (max(previous, 0) if isinstance(previous, int) and not isinstance(previous, bool)
+                 and caused_by_change else 0) + 1
         if depth > self.settings.max_update_depth:
             raise ActionFailed(f"update chain stopped at depth {depth} "
                                f"(TRIGGERS_MAX_UPDATE_DEPTH={self.settings.max_update_depth})")

@@ -8,17 +8,21 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from app.domain.models import ID_PATTERN, Contract
+from app.domain import limits
+from app.domain.models import ID_PATTERN, Contract, FieldName
 
 ColumnType = Literal["string", "number", "boolean", "timestamp"]
 CUSTOMERS = "customers"
+# The tables' codec (orjson) and most readers stop at 64 bits: a larger integer would parse,
+# pass a type check, and then fail when the row is written.
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
 
 
 class SchemaTable(Contract):
     """`schema.tables` / `triggers_config/tables/*.json`: `{"name", "columns", "allowUnknownColumns"}`."""
 
     name: str = Field(pattern=ID_PATTERN)
-    columns: dict[str, ColumnType] = Field(default_factory=dict)
+    columns: dict[FieldName, ColumnType] = Field(default_factory=dict, max_length=limits.MAX_COLUMNS)
     allow_unknown_columns: bool = Field(default=False, alias="allowUnknownColumns", strict=True)
 
 
@@ -55,9 +59,7 @@ def _coerce(column_type: ColumnType, value: Any) -> Any:
     if column_type == "string" and isinstance(value, str):
         return value
     if column_type == "number" and isinstance(value, int | float) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ColumnTypeError(f"{value!r} is not a finite number")
-        return value
+        return _number(value)
     if column_type == "boolean" and isinstance(value, bool):
         return value
     if column_type == "timestamp":
@@ -78,12 +80,20 @@ def _json_value(value: Any) -> Any:
     """Any JSON value, nested ones included; times become ISO 8601 text."""
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ColumnTypeError(f"{value!r} is not a finite number")
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _number(value)
+    if value is None or isinstance(value, str | bool):
         return value
     if isinstance(value, list | tuple):
         return [_json_value(item) for item in value]
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):
         return {key: _json_value(item) for key, item in value.items()}
     raise ColumnTypeError(f"{type(value).__name__} cannot be stored")
+
+
+def _number(value: int | float) -> int | float:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ColumnTypeError(f"{value!r} is not a finite number")
+    if isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+        raise ColumnTypeError(f"a {value.bit_length()}-bit integer is outside the signed 64-bit range")
+    return value

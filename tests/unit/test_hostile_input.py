@@ -32,6 +32,7 @@ from app.api.views import (
     parse_test_request,
     prepare_events,
 )
+from app.domain.deadletters import encode as encode_record
 from app.domain.definitions import (
     compile_decision_flow,
     compile_definition,
@@ -106,11 +107,9 @@ def forwarded(work: Event | RowLoad) -> bytes:
 
 def fired(event: Event) -> bytes:
     """The action command as the pipeline emits it when a trigger fires for `event`."""
-    from app.agents import pipeline
-
     command = ActionCommand(firing_id="f", trigger_id="t", priority=50, customer_id=event.customer_id,
                             event_id=event.id, fired_at=NOW, action={"type": "webhook"}, event=event.as_json())
-    return pipeline._dumps(command.to_json())
+    return encode_record(command.to_json())
 
 
 # ------------------------------------------------------------------------------- strategies
@@ -746,3 +745,232 @@ def test_a_long_running_expression_is_stopped_by_the_evaluation_deadline(monkeyp
     monkeypatch.setattr(expressions, "MAX_EVALUATION_SECONDS", 0.0005)
     with pytest.raises(ExpressionFailed, match="EvaluationTimeout: stopped after 0.5 ms"):
         slow.evaluate(scope)
+
+
+# ------------------------------------- §6. values that parse but cannot be stored or produced
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from app.domain.deadletters import (  # noqa: E402
+    MAX_EMBEDDED_BYTES,
+    MAX_RECORD_BYTES,
+    Unstorable,
+    action_dead_letter,
+    check_storable,
+    event_dead_letter,
+    row_load_dead_letter,
+)
+from app.domain.schema import DEFAULT_CUSTOMERS, ColumnTypeError, SchemaTable, check_row_values  # noqa: E402
+
+NUMBERS = SchemaTable.model_validate({"name": "scores", "columns": {"n": "number"}})
+
+
+@pytest.mark.parametrize("value", [2**64, 18446744073709551616, -(2**63) - 1, 10**24, 2**63])
+@pytest.mark.parametrize("table", [NUMBERS, DEFAULT_CUSTOMERS])
+def test_integers_outside_64_bits_are_refused_by_every_column(value: int, table: SchemaTable) -> None:
+    with pytest.raises(ColumnTypeError, match="outside the signed 64-bit range"):
+        check_row_values(table, {"n": value})
+    with pytest.raises(ColumnTypeError, match="outside the signed 64-bit range"):
+        check_row_values(DEFAULT_CUSTOMERS, {"nested": {"list": [1, value]}})
+
+
+@pytest.mark.parametrize("value", [2**63 - 1, -(2**63), 0, 1.5e308])
+def test_integers_inside_64_bits_are_stored(value: int | float) -> None:
+    stored = check_row_values(NUMBERS, {"n": value})
+    check_storable(stored)
+    assert stored == {"n": value}
+
+
+def test_a_huge_integer_is_refused_without_printing_it() -> None:
+    with pytest.raises(ColumnTypeError, match="33220-bit integer"):
+        check_row_values(NUMBERS, {"n": 10**10000})
+
+
+@pytest.mark.parametrize("value", [{"n": 2**64}, {"n": [float("nan")]}, {"t": "\ud800"}, {"n": -(2**63) - 1}])
+def test_check_storable_refuses_what_the_table_codec_cannot_write(value: dict[str, Any]) -> None:
+    with pytest.raises(Unstorable):
+        check_storable(value)
+
+
+@given(st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=12))
+@FUZZ
+def test_check_storable_agrees_with_the_table_codec(value: Any) -> None:
+    import orjson
+
+    try:
+        check_storable(value)
+    except Unstorable:
+        return
+    orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)  # what faust's table codec does
+
+
+@pytest.mark.parametrize("raw", [b"\x00" * 900_000, "é".encode() * 450_000, os.urandom(900_000)])
+def test_a_dead_letter_of_a_huge_value_is_cut_and_fits_in_a_record(raw: bytes) -> None:
+    record = event_dead_letter("not valid JSON: x" * 1000, "events.streaming", 0, 7, "k" * 1024, raw,
+                               NOW.isoformat())
+    assert len(encode_record(record)) < MAX_RECORD_BYTES
+    assert record["truncated"] is True and record["size"] == len(raw)
+    assert len(record["valueBase64"]) == len(__import__("base64").b64encode(raw[:MAX_EMBEDDED_BYTES]))
+    assert len(record["reason"]) < 1100
+
+
+def test_a_small_value_is_embedded_whole_without_a_truncated_flag() -> None:
+    record = event_dead_letter("r", "events.streaming", 0, 7, None, b'{"a": 1}', NOW.isoformat())
+    assert record["value"] == '{"a": 1}' and "truncated" not in record and "size" not in record
+
+
+def test_huge_row_loads_and_commands_are_cut_in_their_dead_letters() -> None:
+    attributes = {"blob": "x" * 900_000}
+    row = row_load_dead_letter("r", "customers", "c-1", attributes, NOW.isoformat(), {"topic": "schema.rows"})
+    assert row["load"]["attributes"] is None and row["truncated"] is True and row["size"] > 900_000
+    command = {"firingId": "f", "triggerId": "t", "customerId": "c-1", "event": {"blob": "x" * 900_000},
+               "action": {"type": "webhook"}}
+    action = action_dead_letter("webhook", "r", NOW.isoformat(), [], command, {"topic": "actions.webhook"})
+    assert action["command"]["event"] is None and action["command"]["action"] == {"type": "webhook"}
+    assert action["firingId"] == "f" and action["truncated"] is True
+    assert len(encode_record(action)) < MAX_RECORD_BYTES
+
+
+def _pipeline_functions() -> Any:
+    from app.agents import pipeline
+
+    return pipeline
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"\xff\xfe", b"[]", b'{"triggerId": 5, "scheduledAt": "x"}',
+                                 b'{"triggerId": "t", "scheduledAt": "soon"}',
+                                 b'{"triggerId": "t", "scheduledAt": "2024-05-01T12:00:00"}',
+                                 b'{"triggerId": "t", "scheduledAt": 18446744073709551616}'])
+def test_malformed_ticks_are_refused_with_a_reason(raw: bytes | None) -> None:
+    with pytest.raises(MalformedEvent):
+        _pipeline_functions()._tick(raw)
+
+
+def test_a_tick_as_the_scheduler_writes_it_is_read() -> None:
+    raw = json.dumps({"triggerId": "t", "scheduledAt": NOW.isoformat()}).encode()
+    assert _pipeline_functions()._tick(raw) == ("t", NOW)
+
+
+@given(st.binary(max_size=64))
+@FUZZ_SMALL
+def test_arbitrary_tick_bytes_are_read_or_refused_with_malformed_event(raw: bytes) -> None:
+    attempt(lambda: _pipeline_functions()._tick(raw), MalformedEvent)
+
+
+# A pipeline over in-memory doubles (unit tests only): what the batch handlers do per record.
+
+@_dataclass
+class _Raw:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int = 1_714_564_800_000
+
+
+class _Table:
+    def __init__(self, refuse: bool = False) -> None:
+        self.data: dict[str, Any] = {}
+        self.refuse = refuse
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self.refuse:
+            raise RuntimeError("store unavailable")
+        self.data[key] = value
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        return self.data.pop(key, default)
+
+    def items(self) -> Any:
+        return self.data.items()
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, *rest: Any) -> Any:
+        import asyncio
+
+        self.sent.append((topic, key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class _App:
+    def __init__(self) -> None:
+        self.producer = _Producer()
+
+    def topic(self, *names: str, **options: Any) -> Any:
+        return names
+
+
+def _make_pipeline(rows: _Table | None = None) -> tuple[Any, _Producer]:
+    from app.agents.pipeline import Pipeline
+    from app.metrics import Metrics
+    from app.registry import Catalogs
+    from app.settings import Settings
+    from app.topics import Topics
+
+    app = _App()
+    topics = Topics()
+    pipeline = Pipeline(app, Settings(TRIGGERS_PARTITIONS=1), topics, Catalogs(topics), rows or _Table(),  # type: ignore[arg-type]
+                        _Table(), _Table(), Metrics(), clock=lambda: NOW)  # type: ignore[arg-type]
+    return pipeline, app.producer
+
+
+def _sent(producer: _Producer, topic: str) -> list[dict[str, Any]]:
+    return [json.loads(value) for t, _, value in producer.sent if t == topic]
+
+
+async def test_a_row_load_with_an_unstorable_number_is_dead_lettered_and_the_next_one_loads() -> None:
+    pipeline, producer = _make_pipeline()
+    bad = json.dumps({"customerId": "c-1", "attributes": {"n": 18446744073709551616}}).encode()
+    good = json.dumps({"customerId": "c-1", "attributes": {"n": 5}}).encode()
+    await pipeline.on_source_batch(None, [_Raw("schema.rows", 0, 0, b"c-1", bad),
+                                          _Raw("schema.rows", 0, 1, b"c-1", good)])
+    letters = _sent(producer, "events.deadletter")
+    assert len(letters) == 1 and "64-bit" in letters[0]["reason"]
+    assert (letters[0]["topic"], letters[0]["offset"]) == ("schema.rows", 0)
+    assert pipeline.rows.data["customers|c-1"]["n"] == 5
+
+
+async def test_an_unexpected_exception_dead_letters_the_record_and_the_next_one_is_handled() -> None:
+    pipeline, producer = _make_pipeline(rows=_Table(refuse=True))
+    load = json.dumps({"customerId": "c-1", "attributes": {"n": 1}}).encode()
+    event = json.dumps({"type": "t", "customerId": "c-1"}).encode()
+    await pipeline.on_source_batch(None, [_Raw("schema.rows", 0, 0, b"c-1", load),
+                                          _Raw("events.streaming", 0, 1, b"c-1", event)])
+    letters = _sent(producer, "events.deadletter")
+    assert [letter["reason"] for letter in letters] == ["RuntimeError: store unavailable"]
+    assert pipeline.counters["record_failures"] == 1 and pipeline.counters["events.streaming"] == 1
+    assert _sent(producer, "events.schema") == []  # refused before anything was published
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"\xff", b"[1]", b'{"kind": "row", "row": 5}',
+                                 b'{"kind": "row", "row": {"table": "customers", "customer_id": 7}}',
+                                 b'{"kind": "event", "event": {"id": "x"}}', b'{"kind": "nope"}',
+                                 b'{"kind": "journey_event", "value": 5}', b'{"kind": {"a": 1}}'])
+async def test_a_record_on_the_rerouted_topic_that_is_not_an_envelope_is_dead_lettered(raw: bytes | None) -> None:
+    pipeline, producer = _make_pipeline()
+    pipeline.rerouted_handlers["journey_event"] = _refuse_journey_value
+    await pipeline.on_rerouted_batch(None, [_Raw("triggers.internal.rerouted", 0, 3, b"c-1", raw)])
+    letters = _sent(producer, "events.deadletter")
+    assert len(letters) == 1 and letters[0]["offset"] == 3 and letters[0]["reason"]
+
+
+async def _refuse_journey_value(data: dict[str, Any]) -> None:
+    if not isinstance(data.get("value"), str):
+        raise MalformedEvent("a rerouted journey event has a text 'value'")
+
+
+async def test_a_record_too_large_to_produce_is_refused_before_the_producer() -> None:
+    from app.domain.deadletters import RecordTooLarge
+
+    pipeline, producer = _make_pipeline()
+    with pytest.raises(RecordTooLarge):
+        await pipeline.send("events.schema", "c-1", {"blob": "x" * MAX_RECORD_BYTES})
+    assert producer.sent == []
