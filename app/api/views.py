@@ -23,7 +23,7 @@ from faust.web.exceptions import WebError
 from app.api.auth import Unauthorized, authenticate
 from app.domain.definitions import CompiledTrigger, compile_definition
 from app.domain.engine import explain
-from app.domain.intake import load_json, parse_event
+from app.domain.intake import load_unique_json, parse_event
 from app.domain.models import Event, Source
 from app.domain.secrets import ApiToken, mask_url, mask_urls_in_text
 from app.errors import InvalidDefinition, MalformedEvent
@@ -89,7 +89,7 @@ def parse_json_body(raw: bytes, limit: int = MAX_BODY_BYTES) -> Any:
     if not raw.strip():
         raise ApiError(400, "request body is empty: expected JSON")
     try:
-        return load_json(raw)
+        return load_unique_json(raw)  # a repeated key is refused, not silently last-wins
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not UTF-8 JSON") from None
     except (ValueError, RecursionError) as exc:

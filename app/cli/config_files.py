@@ -14,7 +14,7 @@ from app.domain.definitions import (
     compile_journey,
     compile_schema_table,
 )
-from app.domain.intake import load_json
+from app.domain.intake import DuplicateKeys, load_unique_json
 from app.domain.rows import RowLoad
 from app.errors import InvalidDefinition
 
@@ -77,7 +77,10 @@ def _read_dir(path: Path, bundle: ConfigBundle) -> None:
 def _read_definitions(path: Path, kind: str, bundle: ConfigBundle) -> None:
     compile_, _id_field = KINDS[kind]
     try:
-        data = load_json(path.read_text(encoding="utf-8"))
+        data = load_unique_json(path.read_text(encoding="utf-8"))
+    except DuplicateKeys as exc:  # a repeated key would silently keep its last value
+        bundle.errors.extend(f"{path}: {problem}" for problem in exc.problems)
+        return
     except (OSError, ValueError) as exc:
         bundle.errors.append(f"{path}: cannot read JSON: {exc}")
         return

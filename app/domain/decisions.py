@@ -7,10 +7,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.domain.expressions import Expression, Scope, parse_expression
-from app.domain.models import ID_PATTERN, Contract
+from app.domain import limits
+from app.domain.models import ID_PATTERN, Contract, refuse
 from app.errors import ExpressionFailed, InvalidExpression
 
 _DECISION_NAMESPACE = uuid.UUID("3d1f5b8e-2a47-4c6b-b0e9-7a4c2f1d8e65")
@@ -21,16 +22,22 @@ class Offer(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    id: str = Field(min_length=1)
-    conditions: list[str] = Field(default_factory=list)
+    id: str = Field(min_length=1, max_length=limits.MAX_OFFER_ID_LENGTH)
+    conditions: list[str] = Field(default_factory=list, max_length=limits.MAX_CONDITIONS)
     score: str = "0"
 
 
+    @model_validator(mode="after")
+    def _few_fields(self) -> Offer:
+        if len(self.model_extra or {}) > limits.MAX_OFFER_FIELDS:
+            raise refuse(f"more than {limits.MAX_OFFER_FIELDS} fields besides id, conditions and score")
+        return self
+
 class DecisionFlowDefinition(Contract):
     id: str = Field(pattern=ID_PATTERN)
-    name: str = ""
+    name: str = Field(default="", max_length=limits.MAX_NAME_LENGTH)
     max_offers: int = Field(default=1, alias="maxOffers", ge=1, le=100, strict=True)
-    offers: list[Offer] = Field(min_length=1)
+    offers: list[Offer] = Field(min_length=1, max_length=limits.MAX_OFFERS)
 
 
 @dataclass(frozen=True)

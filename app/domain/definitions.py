@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from app.domain import limits
 from app.domain.decisions import CompiledDecisionFlow, DecisionFlowDefinition, compile_flow
 from app.domain.expressions import Expression, parse_expression
 from app.domain.filters import FilterCheck, compile_filters
-from app.domain.intake import check_json_value, load_json
+from app.domain.intake import DuplicateKeys, check_json_value, load_unique_json
 from app.domain.journeys import JourneyDefinition
 from app.domain.models import TriggerDefinition, UpdateAttributeAction, WebhookAction
 from app.domain.schema import SchemaTable
@@ -68,7 +70,8 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
         # Report bad expressions too, so one round of fixes is enough.
         problems = _pydantic_errors(exc)
         conditions = data.get("conditions")
-        if isinstance(conditions, list) and all(isinstance(c, str) for c in conditions):
+        if (isinstance(conditions, list) and len(conditions) <= limits.MAX_CONDITIONS
+                and all(isinstance(c, str) for c in conditions)):
             _parse_all("conditions", conditions, problems)
         raise InvalidDefinition(trigger_id, problems) from None
     errors: list[str] = []
@@ -80,7 +83,8 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
         parsed = _parse_all("action.attributes", list(definition.action.attributes.values()), errors)
         attributes = dict(zip(definition.action.attributes, parsed, strict=False))
     if isinstance(definition.action, WebhookAction) and definition.action.payload is not None:
-        errors.extend(f"action.payload: {error}" for error in template_errors(definition.action.payload))
+        payload = definition.action.payload
+        errors.extend(f"action.payload: {error}" for error in payload_limit_errors(payload) or template_errors(payload))
     if errors:
         raise InvalidDefinition(definition.id, errors)
     return CompiledTrigger(definition, tuple(conditions), attributes)
@@ -90,13 +94,48 @@ def _as_object(value: bytes | str | dict[str, Any], key: str | None) -> dict[str
     if isinstance(value, dict):
         try:
             check_json_value(value)
+def payload_limit_errors(payload: Any) -> list[str]:
+    """A webhook payload template's size, depth and placeholder count against the limits
+    (checked before its placeholders are parsed, which costs time per placeholder)."""
+    text = _json_text(payload)
+    errors = []
+    if len(text.encode()) > limits.MAX_PAYLOAD_BYTES:
+        errors.append(f"larger than {limits.MAX_PAYLOAD_BYTES} bytes as JSON")
+    if _depth(payload) > limits.MAX_PAYLOAD_DEPTH:
+        errors.append(f"nested deeper than {limits.MAX_PAYLOAD_DEPTH} levels")
+    if text.count("{{") > limits.MAX_PAYLOAD_PLACEHOLDERS:
+        errors.append(f"more than {limits.MAX_PAYLOAD_PLACEHOLDERS} placeholders ('{{{{')")
+    return errors
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _depth(value: Any) -> int:
+    """Levels of objects and lists (a scalar is 0)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
         except ValueError as exc:
+    """The definition as a JSON object: strict JSON, no repeated key, within the size limit."""
             raise InvalidDefinition(key, [str(exc)]) from None
         return value
     try:
-        data = load_json(value)
+        data = load_unique_json(value)
+    except DuplicateKeys as exc:
+        raise InvalidDefinition(key, exc.problems) from None
     except (ValueError, RecursionError) as exc:
+        _check_size(len(_json_text(value).encode("utf-8", "replace")), key)
         raise InvalidDefinition(key, [f"not valid JSON: {exc}"]) from None
+    _check_size(len(value) if isinstance(value, bytes) else len(value.encode("utf-8", "replace")), key)
     if not isinstance(data, dict):
         raise InvalidDefinition(key, [f"a definition is a JSON object, not {type(data).__name__}"])
     return data
@@ -106,6 +145,12 @@ def _parse_all(where: str, texts: list[str], errors: list[str]) -> list[Expressi
     parsed: list[Expression] = []
     for index, text in enumerate(texts):
         try:
+def _check_size(size: int, key: str | None) -> None:
+    if size > limits.MAX_DEFINITION_BYTES:
+        raise InvalidDefinition(key, [f"definition: {size} bytes as JSON; the limit is "
+                                      f"{limits.MAX_DEFINITION_BYTES} bytes"])
+
+
             parsed.append(parse_expression(text))
         except InvalidExpression as exc:
             errors.append(f"{where}[{index}]: {exc}")
@@ -115,13 +160,29 @@ def _parse_all(where: str, texts: list[str], errors: list[str]) -> list[Expressi
 def _pydantic_errors(exc: ValidationError) -> list[str]:
     messages = []
     for error in exc.errors(include_url=False, include_input=False):
-        location = ".".join(str(part) for part in error["loc"]) or "definition"
-        messages.append(f"{location}: {error['msg']}")
+        messages.append(f"{_location(error['loc'])}: {error['msg']}")
     return messages
 
 
 def compile_journey(value: bytes | str | dict[str, Any], key: str | None = None) -> JourneyDefinition:
     return _validated(JourneyDefinition, value, key)
+
+
+_ACTION_TYPES = frozenset({"enroll_journey", "fire_recommend", "webhook", "update_attribute"})
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """The field as the author wrote it: `action.headers.Host`, not pydantic's
+    `action.webhook.headers.Host.[key]` (the union member tried, and a marker for dict keys)."""
+    # An over-long key is shortened: the message names it, it need not repeat it.
+    parts = [_shortened(str(part)) for part in loc if part != "[key]"]
+    if len(parts) > 1 and parts[0] == "action" and parts[1] in _ACTION_TYPES:
+        del parts[1]
+    return ".".join(parts) or "definition"
+
+
+def _shortened(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def compile_decision_flow(value: bytes | str | dict[str, Any], key: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -71,13 +72,22 @@ def parse_cdc_event(raw: bytes | None, fallback_id: str, arrival: datetime,
     customer = row.get(customer_column)
     if isinstance(customer, bool) or not isinstance(customer, str | int) or customer == "":
         raise MalformedEvent(f"CDC row has no customer id in column {customer_column!r}")
+    customer_id = str(customer)
+    # The streaming path's caps: a longer id or type would be refused there, and keys state.
+    if len(customer_id) > MAX_ID_LENGTH:
+        raise MalformedEvent(f"CDC customer id in column {customer_column!r} is longer than "
+                             f"{MAX_ID_LENGTH} characters")
+    event_type = f"{table}.{operation}"
+    if len(event_type) > MAX_ID_LENGTH:
+        raise MalformedEvent(f"CDC event type {event_type[:64]!r}... (source.table + operation) is longer "
+                             f"than {MAX_ID_LENGTH} characters")
     timestamp = _epoch_millis(data.get("ts_ms"), arrival)
     fields = {k: v for k, v in row.items() if k not in RESERVED}
     fields.update({"table": table, "op": operation, "before": before, "after": after})
     return Event(
         id=fallback_id,
-        type=f"{table}.{operation}",
-        customer_id=str(customer),
+        type=event_type,
+        customer_id=customer_id,
         source=Source.CDC,
         timestamp=timestamp,
         fields=fields,
@@ -159,6 +169,58 @@ def strict_json(raw: bytes | str) -> Any:
     value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     check_json_value(value)
     return value
+
+
+class DuplicateKeys(ValueError):
+    """An object names the same key twice: JSON parsers disagree on which value counts (ours
+    would silently keep the last), so a definition that does it is refused."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def load_unique_json(raw: bytes | str) -> Any:
+    """`strict_json`, and DuplicateKeys naming every repeated key and where it is
+    (`duplicate key 'priority' at top level`, `... at action.headers`, `... at offers[2]`)."""
+    # id() of an object -> (the object, its repeated keys). Holding the object keeps its id
+    # from being reused when a repeated key discards it.
+    repeated: dict[int, tuple[dict[str, Any], list[str]]] = {}
+
+    def unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            counts = Counter(key for key, _ in pairs)
+            repeated[id(obj)] = (obj, [key for key, count in counts.items() if count > 1])
+        return obj
+
+    value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float,
+                       object_pairs_hook=unique_pairs)
+    check_json_value(value)
+    if repeated:  # the hook sees objects before their parents: find where each one sits
+        # Repeats inside a value that a repeated key discarded are not located: fixing the
+        # outer repeat brings them back into view.
+        problems = [f"duplicate key {key!r} at {path or 'top level'}"
+                    for path, node in _objects(value) for key in repeated.get(id(node), ({}, []))[1]]
+        raise DuplicateKeys(problems)
+    return value
+
+
+def _objects(value: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every object in a parsed JSON value with its path, in document order."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            found.append((path, node))
+            children = [(f"{path}.{key}" if path else str(key), item) for key, item in node.items()]
+        elif isinstance(node, list):
+            children = [(f"{path}[{index}]", item) for index, item in enumerate(node)]
+        else:
+            continue
+        stack.extend(reversed(children))
+    return found
 
 
 def _plain(raw: bytes) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
+from app.domain import limits
 from app.domain.models import ID_PATTERN, Contract, Deduplication
 
 _ENROLLMENT_NAMESPACE = uuid.UUID("0b7e6a0c-59a4-4d4e-8f3c-5c1b8a2d7e91")
@@ -18,7 +19,7 @@ class JourneyDefinition(Contract):
     """`journeys.definitions`: `{"id", "name", "maxDurationDays"}` (no limit when absent)."""
 
     id: str = Field(pattern=ID_PATTERN)
-    name: str = ""
+    name: str = Field(default="", max_length=limits.MAX_NAME_LENGTH)
     max_duration_days: float | None = Field(default=None, alias="maxDurationDays", gt=0, le=36600,
                                             allow_inf_nan=False, strict=True)
 

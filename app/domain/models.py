@@ -12,14 +12,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from croniter import croniter
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     SecretStr,
+    UrlConstraints,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from app.domain import limits
 
 MAX_COOLDOWN_MINUTES = 10 * 366 * 24 * 60
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -50,32 +56,79 @@ class Deduplication(StrEnum):
     ALLOW_MULTIPLE = "allow_multiple"
 
 
+def refuse(reason: str) -> PydanticCustomError:
+    """A validation error whose message is `reason` as written (no "Value error, " prefix)."""
+    return PydanticCustomError("definition_rule", "{reason}", {"reason": reason})
+
+
+# A header name is an RFC 7230 token; a value is visible ASCII with inner spaces or tabs. httpx
+# cannot encode other text, and h11 refuses CR, LF and outer whitespace: such a header would
+# pass validation and then fail every delivery.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?")
+
+
+def _header_name(name: str) -> str:
+    if len(name) > limits.MAX_HEADER_NAME_LENGTH:
+        raise refuse(f"header name is longer than {limits.MAX_HEADER_NAME_LENGTH} characters")
+    if not _HEADER_NAME.fullmatch(name):
+        raise refuse("header name must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~)")
+    if name.lower() in limits.RESERVED_HEADERS:
+        raise refuse(f"header {name!r} is set by the engine or breaks delivery; it cannot be configured")
+    return name
+
+
+def _header_value(value: str) -> str:
+    if len(value) > limits.MAX_HEADER_VALUE_LENGTH:
+        raise refuse(f"header value is longer than {limits.MAX_HEADER_VALUE_LENGTH} characters")
+    if not _HEADER_VALUE.fullmatch(value):
+        raise refuse("header value must be printable ASCII without control characters (CR, LF, NUL...) "
+                     "or leading or trailing whitespace")
+    return value
+
+
+HttpUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=limits.MAX_URL_LENGTH)]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+FieldName = Annotated[str, Field(max_length=limits.MAX_FIELD_NAME_LENGTH)]
+
+
 class EnrollJourneyAction(Contract):
     type: Literal["enroll_journey"]
-    journey_id: str = Field(alias="journeyId", min_length=1)
+    journey_id: str = Field(alias="journeyId", min_length=1, max_length=limits.MAX_REFERENCE_LENGTH)
     deduplication: Deduplication = Deduplication.SKIP_IF_ACTIVE
 
 
 class FireRecommendAction(Contract):
     type: Literal["fire_recommend"]
-    decision_flow_id: str = Field(alias="decisionFlowId", min_length=1)
-    channel: str | None = None
-    delivery_url: AnyHttpUrl | None = Field(default=None, alias="deliveryUrl")
+    decision_flow_id: str = Field(alias="decisionFlowId", min_length=1, max_length=limits.MAX_REFERENCE_LENGTH)
+    channel: str | None = Field(default=None, max_length=limits.MAX_CHANNEL_LENGTH)
+    delivery_url: HttpUrl | None = Field(default=None, alias="deliveryUrl")
 
 
 class WebhookAction(Contract):
     type: Literal["webhook"]
-    url: AnyHttpUrl
-    headers: dict[str, str] = Field(default_factory=dict)
+    url: HttpUrl
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=limits.MAX_HEADERS)
     # Never copied into action commands or logs: sinks read it from the definition.
-    secret: SecretStr | None = Field(default=None, min_length=1)
+    secret: SecretStr | None = Field(default=None, min_length=1, max_length=limits.MAX_SECRET_LENGTH)
     payload: Any = None
+
+    @field_validator("headers")
+    @classmethod
+    def _distinct_header_names(cls, headers: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for name in headers:
+            other = seen.setdefault(name.lower(), name)
+            if other != name:  # both would be sent: the receiver sees one header twice
+                raise refuse(f"{other!r} and {name!r} are the same header (names are case-insensitive)")
+        return headers
 
 
 class UpdateAttributeAction(Contract):
     type: Literal["update_attribute"]
-    table: str = Field(default="customers", min_length=1)
-    attributes: dict[str, str] = Field(min_length=1)
+    table: str = Field(default="customers", min_length=1, max_length=limits.MAX_REFERENCE_LENGTH)
+    attributes: dict[FieldName, str] = Field(min_length=1, max_length=limits.MAX_ATTRIBUTES)
 
 
 Action = Annotated[
@@ -83,12 +136,28 @@ Action = Annotated[
     Field(discriminator="type"),
 ]
 
-FilterValue = str | int | float | bool | None
+FilterScalar = str | int | float | bool | None
+
+
+def _filter_value(value: Any) -> FilterScalar | list[FilterScalar]:
+    # One plain check instead of pydantic's union of five types: one clear error per filter.
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and len(value) > limits.MAX_FILTER_VALUES:
+        raise refuse(f"a list of more than {limits.MAX_FILTER_VALUES} values")
+    for item in items:
+        if isinstance(item, str) and len(item) > limits.MAX_FILTER_TEXT_LENGTH:
+            raise refuse(f"text longer than {limits.MAX_FILTER_TEXT_LENGTH} characters")
+        if item is not None and not isinstance(item, str | int | float | bool):
+            raise refuse("must be a string, number, boolean, null, or a list of these")
+    return value  # type: ignore[no-any-return]
+
+
+FilterValue = Annotated[FilterScalar | list[FilterScalar], PlainValidator(_filter_value)]
 
 
 class Schedule(Contract):
-    cron: str
-    timezone: str = "UTC"
+    cron: str = Field(max_length=limits.MAX_CRON_LENGTH)
+    timezone: str = Field(default="UTC", max_length=limits.MAX_TIMEZONE_LENGTH)
 
     @field_validator("cron", mode="before")
     @classmethod
@@ -120,12 +189,12 @@ class TriggerDefinition(Contract):
     """A trigger rule exactly as the contract's `triggers.definitions` topic carries it."""
 
     id: str = Field(pattern=ID_PATTERN)
-    name: str = ""
+    name: str = Field(default="", max_length=limits.MAX_NAME_LENGTH)
     enabled: bool = Field(default=True, strict=True)
     source: Source
-    event_type: str = Field(alias="eventType", min_length=1)
-    filters: dict[str, FilterValue | list[FilterValue]] = Field(default_factory=dict)
-    conditions: list[str] = Field(default_factory=list)
+    event_type: str = Field(alias="eventType", min_length=1, max_length=limits.MAX_EVENT_TYPE_LENGTH)
+    filters: dict[FieldName, FilterValue] = Field(default_factory=dict, max_length=limits.MAX_FILTERS)
+    conditions: list[str] = Field(default_factory=list, max_length=limits.MAX_CONDITIONS)
     action: Action
     # At most ten years: beyond that datetime arithmetic overflows.
     cooldown_minutes: float = Field(default=0, alias="cooldownMinutes", ge=0, le=MAX_COOLDOWN_MINUTES,

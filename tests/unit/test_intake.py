@@ -180,7 +180,8 @@ def test_cdc_delete_reads_customer_from_before():
     assert event.customer_id == "gone"
 
 
-@pytest.mark.parametrize(("value", "expected"), [(42, "42"), (0, "0"), ("c-9", "c-9")])
+@pytest.mark.parametrize(("value", "expected"),
+                         [(42, "42"), (0, "0"), ("c-9", "c-9"), ("c" * 256, "c" * 256), (10**255, str(10**255))])
 def test_cdc_customer_id_becomes_text(value, expected):
     assert cdc(envelope(after={"customer_id": value})).customer_id == expected
 
@@ -227,6 +228,10 @@ def test_cdc_without_numeric_ts_ms_uses_arrival(ts_ms):
         ({**envelope(), "source": "accounts"}, "customer_id", "source.table"),
         (b"{not json", "customer_id", "not valid JSON"),
         (b"[]", "customer_id", "not list"),
+        (envelope(after={"customer_id": "c" * 257}), "customer_id",
+         "customer id in column 'customer_id' is longer than 256 characters"),
+        (envelope(after={"customer_id": 10**256}), "customer_id", "longer than 256 characters"),
+        (envelope(table="t" * 250), "customer_id", "event type 'tttt"),
     ],
 )
 def test_cdc_malformed(data, column, reason):
