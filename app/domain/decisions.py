@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.domain.expressions import Expression, Scope, parse_expression
 from app.domain import limits
+from app.domain.expressions import Expression, Scope, parse_expression
 from app.domain.models import ID_PATTERN, Contract, refuse
 from app.errors import ExpressionFailed, InvalidExpression
 
@@ -26,12 +26,12 @@ class Offer(BaseModel):
     conditions: list[str] = Field(default_factory=list, max_length=limits.MAX_CONDITIONS)
     score: str = "0"
 
-
     @model_validator(mode="after")
     def _few_fields(self) -> Offer:
         if len(self.model_extra or {}) > limits.MAX_OFFER_FIELDS:
             raise refuse(f"more than {limits.MAX_OFFER_FIELDS} fields besides id, conditions and score")
         return self
+
 
 class DecisionFlowDefinition(Contract):
     id: str = Field(pattern=ID_PATTERN)

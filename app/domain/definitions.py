@@ -90,10 +90,6 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
     return CompiledTrigger(definition, tuple(conditions), attributes)
 
 
-def _as_object(value: bytes | str | dict[str, Any], key: str | None) -> dict[str, Any]:
-    if isinstance(value, dict):
-        try:
-            check_json_value(value)
 def payload_limit_errors(payload: Any) -> list[str]:
     """A webhook payload template's size, depth and placeholder count against the limits
     (checked before its placeholders are parsed, which costs time per placeholder)."""
@@ -124,33 +120,37 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-        except ValueError as exc:
+def _as_object(value: bytes | str | dict[str, Any], key: str | None) -> dict[str, Any]:
     """The definition as a JSON object: strict JSON, no repeated key, within the size limit."""
+    if isinstance(value, dict):
+        try:
+            check_json_value(value)
+        except ValueError as exc:
             raise InvalidDefinition(key, [str(exc)]) from None
+        _check_size(len(_json_text(value).encode("utf-8", "replace")), key)
         return value
+    _check_size(len(value) if isinstance(value, bytes) else len(value.encode("utf-8", "replace")), key)
     try:
         data = load_unique_json(value)
     except DuplicateKeys as exc:
         raise InvalidDefinition(key, exc.problems) from None
     except (ValueError, RecursionError) as exc:
-        _check_size(len(_json_text(value).encode("utf-8", "replace")), key)
         raise InvalidDefinition(key, [f"not valid JSON: {exc}"]) from None
-    _check_size(len(value) if isinstance(value, bytes) else len(value.encode("utf-8", "replace")), key)
     if not isinstance(data, dict):
         raise InvalidDefinition(key, [f"a definition is a JSON object, not {type(data).__name__}"])
     return data
 
 
-def _parse_all(where: str, texts: list[str], errors: list[str]) -> list[Expression]:
-    parsed: list[Expression] = []
-    for index, text in enumerate(texts):
-        try:
 def _check_size(size: int, key: str | None) -> None:
     if size > limits.MAX_DEFINITION_BYTES:
         raise InvalidDefinition(key, [f"definition: {size} bytes as JSON; the limit is "
                                       f"{limits.MAX_DEFINITION_BYTES} bytes"])
 
 
+def _parse_all(where: str, texts: list[str], errors: list[str]) -> list[Expression]:
+    parsed: list[Expression] = []
+    for index, text in enumerate(texts):
+        try:
             parsed.append(parse_expression(text))
         except InvalidExpression as exc:
             errors.append(f"{where}[{index}]: {exc}")
@@ -162,10 +162,6 @@ def _pydantic_errors(exc: ValidationError) -> list[str]:
     for error in exc.errors(include_url=False, include_input=False):
         messages.append(f"{_location(error['loc'])}: {error['msg']}")
     return messages
-
-
-def compile_journey(value: bytes | str | dict[str, Any], key: str | None = None) -> JourneyDefinition:
-    return _validated(JourneyDefinition, value, key)
 
 
 _ACTION_TYPES = frozenset({"enroll_journey", "fire_recommend", "webhook", "update_attribute"})
@@ -183,6 +179,10 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def _shortened(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def compile_journey(value: bytes | str | dict[str, Any], key: str | None = None) -> JourneyDefinition:
+    return _validated(JourneyDefinition, value, key)
 
 
 def compile_decision_flow(value: bytes | str | dict[str, Any], key: str | None = None

@@ -195,7 +195,8 @@ ACCEPTED = [
 ]
 
 
-@pytest.mark.parametrize(("compile_", "value"), ACCEPTED, ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(ACCEPTED)])
+@pytest.mark.parametrize(("compile_", "value"), ACCEPTED,
+                         ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(ACCEPTED)])
 def test_at_the_limits_accepted(compile_, value):
     compile_(value)
     compile_(json.dumps(value).encode())
