@@ -294,3 +294,14 @@ def test_example_configs_still_validate():
     bundle = read_config([ROOT / "triggers_config"])
     assert bundle.errors == []
     assert all(bundle.definitions[kind] for kind in ("triggers", "journeys", "decisionflows", "tables"))
+
+
+def test_every_limit_is_in_the_contract_table():
+    text = (ROOT / "docs" / "contract.md").read_text()
+    section = text[text.index("### 3.6 Validation summary"):text.index("### 3.7 ")]
+    for name in dir(limits):
+        value = getattr(limits, name)
+        if name.startswith("MAX_") and isinstance(value, int):
+            assert f"{value:,}".replace(",", " ") in section or str(value) in section, name
+    for header in limits.RESERVED_HEADERS:
+        assert f"`{header}`" in section.lower(), header
