@@ -41,6 +41,10 @@ def main() -> int:
         if applied.returncode != 0:
             return applied.returncode
         print("starting a worker; Ctrl-C stops it" + (" and the broker" if broker else ""))
+        if not (env.get("TRIGGERS_API_TOKEN", "").strip() or env.get("TRIGGERS_API_TOKENS", "").strip()):
+            # Without a token the API is open to whoever reaches it: the worker serves loopback only.
+            print(f"HTTP API on http://{env.get('TRIGGERS_WEB_HOST', '127.0.0.1')}:"
+                  f"{env.get('TRIGGERS_WEB_PORT', '6066')} (no token set: this machine only)")
         worker = subprocess.Popen([*faust, "worker", "-l", "info"], env=env)  # noqa: S603
         return worker.wait()
     except KeyboardInterrupt:
