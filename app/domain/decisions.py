@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.domain import limits
-from app.domain.expressions import Expression, Scope, parse_expression
+from app.domain.expressions import Budget, Expression, Scope, cost_error, parse_expression
 from app.domain.models import ID_PATTERN, Contract, refuse
-from app.errors import ExpressionFailed, InvalidExpression
+from app.errors import ExpressionFailed, InvalidDefinition, InvalidExpression
 
 _DECISION_NAMESPACE = uuid.UUID("3d1f5b8e-2a47-4c6b-b0e9-7a4c2f1d8e65")
 
@@ -66,6 +66,10 @@ def compile_flow(definition: DecisionFlowDefinition) -> CompiledDecisionFlow:
                                         parse_expression(offer.score)))
         except InvalidExpression as exc:
             raise InvalidExpression(exc.expression, f"offer {offer.id!r}: {exc.reason}") from None
+    # One decision evaluates every offer with one budget, so the flow's total cost is limited.
+    error = cost_error("offers", (e for o in offers for e in (*o.conditions, o.score)))
+    if error is not None:
+        raise InvalidDefinition(definition.id, [error])
     return CompiledDecisionFlow(definition, tuple(offers))
 
 
@@ -74,14 +78,16 @@ def decision_id(firing_id: str) -> str:
 
 
 def decide(flow: CompiledDecisionFlow, scope: Scope) -> tuple[list[dict[str, Any]], list[str]]:
-    """The ranked offers and the errors met (an offer whose expression fails is ineligible)."""
+    """The ranked offers and the errors met (an offer whose expression fails is ineligible).
+    All offers share one evaluation budget: once it is spent, the rest are ineligible."""
     scored: list[tuple[float, str, dict[str, Any]]] = []
     errors: list[str] = []
+    budget = Budget()
     for compiled in flow.offers:
         try:
-            if not all(condition.evaluate(scope) for condition in compiled.conditions):
+            if not all(condition.evaluate(scope, budget) for condition in compiled.conditions):
                 continue
-            score = float(compiled.score.evaluate(scope))
+            score = float(compiled.score.evaluate(scope, budget))
             if not math.isfinite(score):
                 raise ValueError(f"score {score} is not a finite number")
         except (ExpressionFailed, TypeError, ValueError, ArithmeticError) as exc:

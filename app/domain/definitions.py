@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.domain import limits
 from app.domain.decisions import CompiledDecisionFlow, DecisionFlowDefinition, compile_flow
-from app.domain.expressions import Expression, parse_expression
+from app.domain.expressions import Expression, cost_error, parse_expression
 from app.domain.filters import FilterCheck, compile_filters
 from app.domain.intake import DuplicateKeys, check_json_value, load_unique_json
 from app.domain.journeys import JourneyDefinition
@@ -78,10 +78,14 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
     if key is not None and key != definition.id:
         errors.append(f"id {definition.id!r} does not match the message key {key!r}")
     conditions = _parse_all("conditions", definition.conditions, errors)
+    if (too_costly := cost_error("conditions", conditions)) is not None:
+        errors.append(too_costly)
     attributes: dict[str, Expression] = {}
     if isinstance(definition.action, UpdateAttributeAction):
         parsed = _parse_all("action.attributes", list(definition.action.attributes.values()), errors)
         attributes = dict(zip(definition.action.attributes, parsed, strict=False))
+        if (too_costly := cost_error("action.attributes", parsed)) is not None:
+            errors.append(too_costly)
     if isinstance(definition.action, WebhookAction) and definition.action.payload is not None:
         payload = definition.action.payload
         errors.extend(f"action.payload: {error}" for error in payload_limit_errors(payload) or template_errors(payload))

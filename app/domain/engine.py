@@ -10,7 +10,7 @@ from typing import Any
 
 from app.domain.cooldown import CooldownMark, effective_time, may_fire
 from app.domain.definitions import CompiledTrigger
-from app.domain.expressions import Scope
+from app.domain.expressions import Budget, Scope
 from app.domain.matching import DefinitionIndex, passes_filters
 from app.domain.models import ActionCommand, Event, Source
 from app.errors import ExpressionFailed
@@ -33,6 +33,13 @@ class Evaluation:
     cooldown_marks: dict[str, CooldownMark] = field(default_factory=dict)
     condition_errors: list[tuple[str, str]] = field(default_factory=list)
     cooled_down: list[str] = field(default_factory=list)
+    # True when the event's evaluation budget ran out: the triggers not evaluated are in
+    # condition_errors with budget_exhausted_reason.
+    budget_exhausted: bool = False
+
+
+def budget_exhausted_reason(budget: Budget) -> str:
+    return f"not evaluated: evaluation budget of {budget.seconds * 1000:g} ms exhausted"
 
 
 def evaluate(
@@ -54,9 +61,19 @@ def evaluate(
     if not candidates:
         return result
     scope = Scope(event=event_json, customer=customer, now=now)
+    # One budget for every candidate: the event's whole evaluation is bounded, not each trigger's.
+    budget = Budget()
     for trigger in candidates:
-        _consider(trigger, event, event_json, scope, cooldown_of, now, result)
+        if budget.exhausted:  # set by the evaluation that found it spent
+            _skip(trigger.id, budget, result)
+            continue
+        _consider(trigger, event, event_json, scope, cooldown_of, now, result, budget)
     return result
+
+
+def _skip(trigger_id: str, budget: Budget, result: Evaluation) -> None:
+    result.budget_exhausted = True
+    result.condition_errors.append((trigger_id, budget_exhausted_reason(budget)))
 
 
 def evaluate_scheduled(trigger: CompiledTrigger, event: Event, customer: Mapping[str, Any],
@@ -67,13 +84,14 @@ def evaluate_scheduled(trigger: CompiledTrigger, event: Event, customer: Mapping
     if trigger.definition.enabled and trigger.passes_filters(customer):
         event_json = event.as_json()
         scope = Scope(event=event_json, customer=customer, now=now)
-        _consider(trigger, event, event_json, scope, cooldown_of, now, result)
+        _consider(trigger, event, event_json, scope, cooldown_of, now, result, Budget())
     return result
 
 
 def _consider(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any], scope: Scope,
-              cooldown_of: Callable[[str], CooldownMark | None], now: datetime, result: Evaluation) -> None:
-    if not _conditions_hold(trigger, scope, result):
+              cooldown_of: Callable[[str], CooldownMark | None], now: datetime, result: Evaluation,
+              budget: Budget) -> None:
+    if not _conditions_hold(trigger, scope, result, budget):
         return
     at = effective_time(event.timestamp, now)
     cooldown = trigger.definition.cooldown_minutes
@@ -85,14 +103,16 @@ def _consider(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any]
     result.firings.append(_command(trigger, event, event_json, now))
 
 
-def _conditions_hold(trigger: CompiledTrigger, scope: Scope, result: Evaluation) -> bool:
+def _conditions_hold(trigger: CompiledTrigger, scope: Scope, result: Evaluation, budget: Budget) -> bool:
     for condition in trigger.conditions:
         try:
-            if not condition.evaluate(scope):
+            if not condition.evaluate(scope, budget):
                 return False
         except ExpressionFailed as exc:
             # A condition that cannot be evaluated for this event is false, not fatal.
             result.condition_errors.append((trigger.id, str(exc)))
+            if budget.exhausted:
+                result.budget_exhausted = True
             return False
     return True
 
@@ -126,10 +146,11 @@ def explain(trigger: CompiledTrigger, event: Event, customer: Mapping[str, Any] 
                 "passed": passes_filters({name: expected}, filtered)}
                for name, expected in definition.filters.items()]
     scope = Scope(event=event_json, customer=customer, now=now)
+    budget = Budget()  # as for an event: the trigger's conditions share one budget
     conditions: list[dict[str, Any]] = []
     for condition in trigger.conditions:
         try:
-            value = condition.evaluate(scope)
+            value = condition.evaluate(scope, budget)
             conditions.append({"expression": condition.text, "result": _jsonable(value), "passed": bool(value)})
         except ExpressionFailed as exc:
             conditions.append({"expression": condition.text, "error": str(exc), "passed": False})

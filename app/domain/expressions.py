@@ -6,12 +6,15 @@ simpleeval gives; anything else, and any evaluation that raises, goes through si
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from threading import get_ident as _get_ident
+from time import perf_counter as _perf_counter
+from typing import Any, ClassVar, NoReturn
 
 from simpleeval import DEFAULT_OPERATORS, MAX_STRING_LENGTH, EvalWithCompoundTypes
 
@@ -25,8 +28,17 @@ MAX_AST_NODES = 400
 MAX_EXPONENT = 1_000
 MAX_POWER_BASE = 10**12
 MAX_SEQUENCE_LENGTH = 100_000
-# Size limits bound each step; this bounds the whole evaluation, checked between steps.
+# Integers are arbitrary precision: a chain of `*` doubles their size at every step. No
+# arithmetic takes or makes an integer beyond this (about 1 233 decimal digits).
+MAX_INT_BITS = 4_096
+# str() and the text functions refuse a value whose text would be longer than this.
+MAX_TEXT_LENGTH = 100_000
+# Size limits bound each step; this bounds all the expressions evaluated for one event
+# together (a Budget), checked between steps and after each compiled evaluation.
 MAX_EVALUATION_SECONDS = 0.1
+# A static estimate of what an expression may cost (see expression_cost), summed over one
+# definition's conditions (or attribute expressions, payload placeholders, a flow's offers).
+MAX_DEFINITION_COST = 4_000
 
 
 def _to_datetime(value: Any) -> datetime:
@@ -42,19 +54,42 @@ def _to_datetime(value: Any) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _int_too_big(value: Any) -> bool:
+    return type(value) is int and value.bit_length() > MAX_INT_BITS
+
+
+def _refuse_big_ints(left: Any, right: Any) -> None:
+    if _int_too_big(left) or _int_too_big(right):
+        raise ArithmeticError(f"integer operand above {MAX_INT_BITS} bits")
+
+
 def _safe_pow(base: Any, exponent: Any) -> Any:
     # Huge powers are the cheapest way to burn a worker's CPU from a definition.
     if abs(exponent) > MAX_EXPONENT or abs(base) > MAX_POWER_BASE:
         raise ArithmeticError(f"power {base!r} ** {exponent!r} is too large")
+    if type(base) is int and type(exponent) is int and exponent > 0 and abs(base) > 1:
+        # The result's size, estimated before computing it: exponent * log2(|base|) bits.
+        if exponent * math.log2(abs(base)) > MAX_INT_BITS:
+            raise ArithmeticError(f"power {base!r} ** {exponent!r} would be above {MAX_INT_BITS} bits")
     return operator.pow(base, exponent)
+
+
+def _int_size(value: int) -> int:
+    # About its decimal digits; small integers count nothing beyond their place in a list.
+    bits = value.bit_length()
+    return bits * 3 // 10 if bits > 64 else 0
 
 
 def _sized(value: Any, limit: int = MAX_SEQUENCE_LENGTH, _seen: dict[int, int] | None = None) -> int:
     """Elements of a sequence counted through nested lists, stopping once past `limit`:
     `[[1] * 100000] * 100000` is short at the top and ten billion elements deep. Repetition
-    repeats references to one object, so each distinct object is measured once."""
+    repeats references to one object, so each distinct object is measured once (and counted
+    each time it occurs). A large integer counts its digits: `[10 ** 1000] * 5000` is small
+    at the top and five million characters as text."""
     if isinstance(value, str | bytes):
         return len(value)
+    if type(value) is int:
+        return _int_size(value)
     if isinstance(value, Record):
         value = value._data
     if isinstance(value, Mapping):
@@ -73,11 +108,58 @@ def _sized(value: Any, limit: int = MAX_SEQUENCE_LENGTH, _seen: dict[int, int] |
     return total
 
 
+# Upper bounds of the text of a scalar as str() writes it (a float's repr is at most 24).
+_SCALAR_TEXT = {float: 24, bool: 5, type(None): 4, complex: 50, datetime: 32, timedelta: 40}
+
+
+def _text_size(value: Any, limit: int = MAX_TEXT_LENGTH, _seen: dict[int, int] | None = None) -> int:
+    """An estimate, from above within a small factor, of len(str(value)), stopping once past
+    `limit`: measured before converting, so a value too large is never converted."""
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return len(value) + 2
+    if kind is int:
+        return _int_size(value) + 20
+    if kind in _SCALAR_TEXT:
+        return _SCALAR_TEXT[kind]
+    if isinstance(value, Record):
+        return len(value._name) + _text_size(value._data, limit, _seen)
+    items: list[Any]
+    if isinstance(value, Mapping):
+        items = [part for pair in value.items() for part in pair]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        return 100  # anything else this sandbox can reach prints a short repr
+    seen = {} if _seen is None else _seen
+    total = 2
+    for item in items:
+        if total > limit:
+            break
+        key = id(item)
+        if key not in seen:
+            seen[key] = _text_size(item, limit, seen)
+        total += seen[key] + 2
+    return total
+
+
+def _safe_str(*args: Any) -> str:
+    # str() of a list of big numbers or of a repeated record writes megabytes in one C call.
+    if args and type(args[0]) is not str and _text_size(args[0]) > MAX_TEXT_LENGTH:
+        raise ValueError(f"text of this value would be longer than {MAX_TEXT_LENGTH} characters")
+    return str(*args)
+
+
 def _safe_mult(left: Any, right: Any) -> Any:
+    if type(left) is int and type(right) is int:
+        if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+            raise ArithmeticError(f"product would be above {MAX_INT_BITS} bits")
+        return left * right
     for seq, count in ((left, right), (right, left)):
         size = _sized(seq)
         if size and isinstance(count, int) and size * count > MAX_SEQUENCE_LENGTH:
             raise ArithmeticError("repeated sequence would be too long")
+    _refuse_big_ints(left, right)
     return operator.mul(left, right)
 
 
@@ -85,13 +167,35 @@ def _safe_mod(left: Any, right: Any) -> Any:
     # "%0999999999d" % 1 would build a gigabyte string: no printf-style formatting.
     if isinstance(left, str | bytes):
         raise TypeError("string formatting with % is not allowed")
+    _refuse_big_ints(left, right)
     return operator.mod(left, right)
 
 
 def _safe_add(left: Any, right: Any) -> Any:
+    if type(left) in _NUMBERS and type(right) in _NUMBERS:  # the common case, checked first
+        _refuse_big_ints(left, right)
+        return left + right
     if _sized(left) + _sized(right) > MAX_SEQUENCE_LENGTH:
         raise ArithmeticError("concatenation would be too long")
     return operator.add(left, right)
+
+
+def _safe_sub(left: Any, right: Any) -> Any:
+    _refuse_big_ints(left, right)
+    return left - right
+
+
+def _safe_truediv(left: Any, right: Any) -> Any:
+    _refuse_big_ints(left, right)
+    return left / right
+
+
+def _safe_floordiv(left: Any, right: Any) -> Any:
+    _refuse_big_ints(left, right)
+    return left // right
+
+
+_NUMBERS = frozenset({int, float})
 
 
 OPERATORS: dict[type, Callable[..., Any]] = {
@@ -99,6 +203,9 @@ OPERATORS: dict[type, Callable[..., Any]] = {
     ast.Pow: _safe_pow,
     ast.Mult: _safe_mult,
     ast.Add: _safe_add,
+    ast.Sub: _safe_sub,
+    ast.Div: _safe_truediv,
+    ast.FloorDiv: _safe_floordiv,
     ast.Mod: _safe_mod,
 }
 
@@ -111,12 +218,12 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "round": lambda x, digits=0: round(x, max(-30, min(30, int(digits)))),
     "int": int,
     "float": float,
-    "str": str,
+    "str": _safe_str,
     "bool": bool,
-    "lower": lambda s: str(s).lower(),
-    "upper": lambda s: str(s).upper(),
-    "startswith": lambda s, prefix: str(s).startswith(prefix),
-    "endswith": lambda s, suffix: str(s).endswith(suffix),
+    "lower": lambda s: _safe_str(s).lower(),
+    "upper": lambda s: _safe_str(s).upper(),
+    "startswith": lambda s, prefix: _safe_str(s).startswith(prefix),
+    "endswith": lambda s, suffix: _safe_str(s).endswith(suffix),
     "timestamp": _to_datetime,
     "minutes": lambda n: timedelta(minutes=n),
     "hours": lambda n: timedelta(hours=n),
@@ -179,34 +286,88 @@ class EvaluationTimeout(Exception):
     pass
 
 
+class Budget:
+    """The CPU time that every expression evaluated for one event may use together: the
+    candidate triggers' conditions share one, so three slow triggers cannot each take the
+    whole allowance. Once it is spent, `exhausted` stays true and every later evaluation
+    with it fails at once.
+
+    The wall clock is cheap to read; only when it says "late" is the thread's CPU time asked,
+    because time spent waiting (for a CPU, the interpreter lock, the collector of another
+    thread) is not the expressions' doing and must not make a condition false."""
+
+    __slots__ = ("_cpu_started", "_deadline", "exhausted", "seconds")
+
+    # The thread's CPU time at the start, read from the system at most once a millisecond
+    # per thread (asking costs more than a cheap event's whole evaluation): a reading plus
+    # the wall time since it is at least the CPU time now, so a reused one never counts
+    # time that was not spent, and forgives at most a millisecond.
+    _marks: ClassVar[dict[int, tuple[float, float]]] = {}
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = seconds = MAX_EVALUATION_SECONDS if seconds is None else seconds
+        self.exhausted = False
+        self._deadline = (wall := _perf_counter()) + seconds
+        mark = self._marks.get(thread := _get_ident())
+        if mark is not None and wall - mark[0] < 0.001:
+            self._cpu_started = mark[1] + (wall - mark[0])
+        else:
+            self._cpu_started = cpu = time.thread_time()
+            self._marks[thread] = (wall, cpu)
+
+    def check(self) -> None:
+        """Raise EvaluationTimeout once the budget is spent."""
+        if time.perf_counter() > self._deadline:  # always so once exhausted
+            self._late()
+
+    def left(self) -> bool:
+        """Whether any of the budget is left: `check` without raising."""
+        if time.perf_counter() <= self._deadline:
+            return True
+        try:
+            self._late()
+        except EvaluationTimeout:
+            return False
+        return True
+
+    def _late(self) -> None:
+        used = time.thread_time() - self._cpu_started
+        if self.exhausted or used > self.seconds:
+            self.exhausted = True
+            raise EvaluationTimeout(f"stopped after {self.seconds * 1000:g} ms")
+        self._deadline = time.perf_counter() + self.seconds - used
+
+
+class _Evaluated(ast.expr):
+    """A node standing for a value already computed, so simpleeval's attribute rules can be
+    applied to it without evaluating its expression a second time."""
+
+    _fields = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.value = value
+
+
 class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
     """simpleeval, except that any field of an event or customer reads as an attribute:
     its blocklist (`format`, `mro`, ...) guards Python objects, and a Record holds only data;
-    and an evaluation stops once it has run longer than MAX_EVALUATION_SECONDS."""
+    and an evaluation stops once its Budget is spent, checked between steps."""
 
-    _deadline = 0.0
-    _cpu_started = 0.0
+    budget = Budget(0.0)  # replaced for every evaluation
 
-    def eval(self, expr: str, previously_parsed: ast.AST | None = None) -> Any:
-        self._deadline = time.perf_counter() + MAX_EVALUATION_SECONDS
-        self._cpu_started = time.thread_time()
-        return super().eval(expr, previously_parsed=previously_parsed)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nodes[_Evaluated] = lambda node: node.value
 
     def _eval(self, node: ast.AST) -> Any:
-        self._check_deadline()
+        budget = self.budget
+        if time.perf_counter() > budget._deadline:
+            budget._late()
         result = super()._eval(node)
-        self._check_deadline()  # nested calls run on the way back up
+        if time.perf_counter() > budget._deadline:  # nested calls run on the way back up
+            budget._late()
         return result
-
-    def _check_deadline(self) -> None:
-        # The wall clock is cheap to read; only when it says "late" is the thread's CPU time
-        # asked, because time spent waiting (for a CPU, the interpreter lock, the collector of
-        # another thread) is not the expression's doing and must not make a condition false.
-        if time.perf_counter() > self._deadline:
-            used = time.thread_time() - self._cpu_started
-            if used > MAX_EVALUATION_SECONDS:
-                raise EvaluationTimeout(f"stopped after {MAX_EVALUATION_SECONDS * 1000:g} ms")
-            self._deadline = time.perf_counter() + MAX_EVALUATION_SECONDS - used
 
     def _eval_attribute(self, node: ast.Attribute) -> Any:
         if not node.attr.startswith("_"):
@@ -215,6 +376,9 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
                 return target[node.attr]
             if isinstance(target, Mapping):  # e.g. an object inside a list field: data, not methods
                 return target[node.attr]
+            # simpleeval's rules for Python objects (`now.year`), on the value just computed:
+            # evaluating node.value again would make `a.b.c...` exponential in its length.
+            node = ast.Attribute(value=_Evaluated(target), attr=node.attr, ctx=node.ctx)
         return super()._eval_attribute(node)
 
 
@@ -281,21 +445,32 @@ class Expression:
     # The same expression as a Python function of the scope's names, when every node of it is
     # in the fast subset (see _compile); None evaluates with simpleeval only.
     _compiled: Callable[[Mapping[str, Any]], Any] | None = field(default=None, repr=False, compare=False)
+    # The static estimate of expression_cost, summed per definition by cost_error.
+    cost: int = field(default=0, repr=False, compare=False)
 
-    def evaluate(self, scope: Scope) -> Any:
+    def evaluate(self, scope: Scope, budget: Budget | None = None) -> Any:
+        """The expression's value in `scope`, within `budget` (shared with the other
+        expressions evaluated for the same event; a fresh one for this expression alone if
+        None). Raises ExpressionFailed with the reason, EvaluationTimeout once spent."""
+        if budget is None:
+            budget = Budget()
         compiled = self._compiled
         if compiled is not None:
-            started = time.perf_counter()
             try:
                 result = compiled(scope._names)
             except Exception:  # noqa: BLE001, S110 - simpleeval below gives the exact error
                 pass
             else:
-                if time.perf_counter() - started <= MAX_EVALUATION_SECONDS:
+                # Each compiled step is bounded by the size guards; the budget is checked after.
+                if time.perf_counter() <= budget._deadline:  # never once exhausted: it is past
                     return result
-                # Late by the wall clock, which may only mean this thread was waiting: simpleeval
-                # decides, stopping it if the expression itself takes too long (_check_deadline).
+                try:
+                    budget._late()
+                except EvaluationTimeout as exc:
+                    self._fail(exc)
+                return result
         _EVALUATOR.names = scope._names
+        _EVALUATOR.budget = budget
         try:
             return _EVALUATOR.eval(self.text, previously_parsed=self._tree)
         except Exception as exc:  # noqa: BLE001 - any failure is "this event does not qualify"
@@ -318,7 +493,34 @@ def parse_expression(text: str, names: frozenset[str] = SCOPE_NAMES) -> Expressi
     except SyntaxError as exc:
         raise InvalidExpression(text, f"syntax error: {exc.msg}") from None
     _check_tree(text, tree, names)
-    return Expression(text=text, _tree=tree.body, _compiled=_compile(tree.body, names))
+    return Expression(text=text, _tree=tree.body, _compiled=_compile(tree.body, names),
+                      cost=expression_cost(tree))
+
+
+# Steps that can each take up to a few milliseconds on data at the size limits (calls
+# convert or scan whole values; `*` and `**` build them) weigh more than a field read.
+_COSTLY_STEPS: dict[type, int] = {ast.Call: 10, ast.Pow: 10, ast.Mult: 10, ast.Mod: 5, ast.Subscript: 2}
+
+
+def expression_cost(tree: ast.AST) -> int:
+    """A static estimate of what evaluating `tree` may cost: one per value node, more for
+    calls and for operators that build values. `event.amount > 1000` costs 4."""
+    cost = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.expr):
+            cost += _COSTLY_STEPS.get(type(node), 1)
+        elif type(node) in _COSTLY_STEPS:  # an operator: Pow, Mult, Mod
+            cost += _COSTLY_STEPS[type(node)]
+    return cost
+
+
+def cost_error(where: str, expressions: Iterable[Expression]) -> str | None:
+    """Why `expressions`, the field `where` of one definition, are too costly together, or
+    None: the per-event budget stops a slow evaluation, this refuses one up front."""
+    total = sum(expression.cost for expression in expressions)
+    if total > MAX_DEFINITION_COST:
+        return f"{where}: total expression cost {total} exceeds {MAX_DEFINITION_COST}"
+    return None
 
 
 def _check_tree(text: str, tree: ast.Expression, names: frozenset[str]) -> None:

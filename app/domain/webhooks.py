@@ -13,7 +13,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from app.domain.expressions import SCOPE_NAMES, Expression, Record, Scope, parse_expression
+from app.domain.expressions import SCOPE_NAMES, Budget, Expression, Record, Scope, parse_expression
 from app.errors import InvalidExpression
 
 TEMPLATE_NAMES = SCOPE_NAMES | {"trigger", "firing"}
@@ -44,19 +44,20 @@ class Template:
     expressions: dict[str, Expression]
 
     def render(self, scope: Scope) -> Any:
-        return self._render(self.source, scope)
+        # Every placeholder of one payload shares one evaluation budget.
+        return self._render(self.source, scope, Budget())
 
-    def _render(self, node: Any, scope: Scope) -> Any:
+    def _render(self, node: Any, scope: Scope, budget: Budget) -> Any:
         if isinstance(node, dict):
-            return {key: self._render(value, scope) for key, value in node.items()}
+            return {key: self._render(value, scope, budget) for key, value in node.items()}
         if isinstance(node, list):
-            return [self._render(value, scope) for value in node]
+            return [self._render(value, scope, budget) for value in node]
         if not isinstance(node, str):
             return node
         parts = _segments(node.strip())
         if len(parts) == 1 and parts[0][0]:
-            return _plain(self.expressions[parts[0][1]].evaluate(scope))
-        return "".join(_text(_plain(self.expressions[content].evaluate(scope))) if is_expr else content
+            return _plain(self.expressions[parts[0][1]].evaluate(scope, budget))
+        return "".join(_text(_plain(self.expressions[content].evaluate(scope, budget))) if is_expr else content
                        for is_expr, content in _segments(node))
 
 
