@@ -78,7 +78,7 @@ class KafkaClient:
                 for batch in batches.values():
                     records.extend(
                         Record(m.topic, m.partition, m.offset,
-                               m.key.decode() if m.key is not None else None, m.value)
+                               m.key.decode("utf-8", "replace") if m.key is not None else None, m.value)
                         for m in batch)
                 if satisfied_at is None and (until is None or until(records)):
                     satisfied_at = time.monotonic()
