@@ -47,7 +47,7 @@ class Catalog(Generic[T]):
 
     def __init__(self, kind: str, compile: Callable[[bytes, str], T]) -> None:
         self.kind = kind
-        self._compile = compile
+        self._compile = _rejecting_the_unexpected(compile)
         self.items: dict[str, T] = {}
         self.rejected: dict[str, list[str]] = {}
         # When each current version was published (the record's timestamp), if known.
@@ -96,6 +96,21 @@ class Catalog(Generic[T]):
 
     def _remove(self, key: str) -> None:
         self.items.pop(key, None)
+
+
+def _rejecting_the_unexpected(compile: Callable[[bytes, str], T]) -> Callable[[bytes, str], T]:
+    """`compile`, with any error but InvalidDefinition turned into one: a definition that
+    trips a bug in validation is rejected and reported like any invalid one, instead of
+    stopping the reader that every worker's definitions come through."""
+    def checked(value: bytes, key: str) -> T:
+        try:
+            return compile(value, key)
+        except InvalidDefinition:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported on triggers.errors with the reason
+            log.exception("definition validation failed unexpectedly", extra={"id": key[:256]})
+            raise InvalidDefinition(key, [f"could not be validated: {type(exc).__name__}: {exc}"[:1000]]) from exc
+    return checked
 
 
 class TriggerCatalog(Catalog[CompiledTrigger]):

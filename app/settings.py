@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     max_update_depth: int = Field(default=3, ge=1, alias="TRIGGERS_MAX_UPDATE_DEPTH")
     schedule_catch_up_minutes: float = Field(default=60.0, ge=0, alias="TRIGGERS_SCHEDULE_CATCH_UP_MINUTES")
     # faust refuses to recover a partition whose local offset is past the changelog's last
-    # offset. The embedded broker (Tansu) under-reports the high watermark after multi-record
-    # batches, which trips that check falsely; only there should it be switched off.
+    # offset. On, with every broker: the embedded one's short end offsets are confirmed by a
+    # fetch first (app/end_offsets.py), so the check no longer trips falsely there.
     recovery_consistency_check: bool = Field(default=True, alias="TRIGGERS_RECOVERY_CONSISTENCY_CHECK")
     log_format: str = Field(default="text", pattern="^(text|json)$", alias="TRIGGERS_LOG_FORMAT")
 

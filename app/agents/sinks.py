@@ -396,8 +396,10 @@ class Sinks:
 
 
 def _endpoint(url: str) -> str:
+    """Where a delivery goes, for its concurrency slots and in reasons: no userinfo (a
+    credential) and no query (its values may be too)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def _journey_event(raw: bytes | None) -> tuple[str, str, str | None, str]:

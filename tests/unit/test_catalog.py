@@ -42,3 +42,15 @@ def test_a_value_not_applied_is_compiled() -> None:
     catalog.apply("a", None)
     assert catalog.validate(b'{"x": 1}', "a") == {"x": 1}
     assert len(compiled) == 4
+
+
+def test_a_validation_bug_rejects_the_definition_instead_of_stopping_the_reader() -> None:
+    def broken(value: bytes, key: str) -> str:
+        raise ZeroDivisionError("a bug in a validator")
+
+    catalog: Catalog[str] = Catalog("journey", broken)
+    catalog.apply("j-1", b"{}")
+    assert catalog.items == {}
+    assert catalog.rejected["j-1"] == ["could not be validated: ZeroDivisionError: a bug in a validator"]
+    with pytest.raises(InvalidDefinition):
+        catalog.validate(b"{}", "j-1")

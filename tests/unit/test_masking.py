@@ -79,3 +79,9 @@ def test_every_log_line_is_masked(json_lines: bool) -> None:
     assert "h.example" in line
     if json_lines:
         assert json.loads(line)["reason"] == "HTTP 500 from https://h.example/hook?api_key=***"
+
+
+def test_a_delivery_endpoint_named_in_reasons_carries_no_credentials() -> None:
+    from app.agents.sinks import _endpoint
+
+    assert _endpoint("https://user:pa55@hooks.example:8443/in?api_key=k-1#f") == "https://hooks.example:8443/in"
