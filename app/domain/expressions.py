@@ -39,6 +39,8 @@ MAX_EVALUATION_SECONDS = 0.1
 # A static estimate of what an expression may cost (see expression_cost), summed over one
 # definition's conditions (or attribute expressions, payload placeholders, a flow's offers).
 MAX_DEFINITION_COST = 4_000
+# Expressions costing more are not compiled (see parse_expression); ordinary ones cost < 40.
+MAX_COMPILED_COST = 60
 
 
 def _to_datetime(value: Any) -> datetime:
@@ -531,8 +533,12 @@ def parse_expression(text: str, names: frozenset[str] = SCOPE_NAMES) -> Expressi
     except SyntaxError as exc:
         raise InvalidExpression(text, f"syntax error: {exc.msg}") from None
     _check_tree(text, tree, names)
-    return Expression(text=text, _tree=tree.body, _compiled=_compile(tree.body, names),
-                      cost=expression_cost(tree))
+    cost = expression_cost(tree)
+    # A compiled expression is checked against the budget only when it returns: only cheap
+    # ones are compiled, so that overshoot stays a few steps; costlier ones are checked at
+    # every step by simpleeval.
+    compiled = _compile(tree.body, names) if cost <= MAX_COMPILED_COST else None
+    return Expression(text=text, _tree=tree.body, _compiled=compiled, cost=cost)
 
 
 # Steps that can each take up to a few milliseconds on data at the size limits (calls
