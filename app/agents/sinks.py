@@ -22,7 +22,7 @@ from app.agents.pipeline import Pipeline, RawRecord, stored
 from app.domain import dedup, journeys
 from app.domain.deadletters import RecordTooLarge, Unstorable, action_dead_letter
 from app.domain.decisions import decide, decision_id
-from app.domain.expressions import Expression, Scope, parse_expression
+from app.domain.expressions import Budget, Expression, Scope, parse_expression
 from app.domain.intake import MAX_ID_LENGTH, load_json
 from app.domain.models import ActionCommand, Deduplication, Source, WebhookAction
 from app.domain.schema import ColumnTypeError, check_row_values
@@ -388,7 +388,8 @@ class Sinks:
                                f"(TRIGGERS_MAX_UPDATE_DEPTH={self.settings.max_update_depth})")
         scope = self._scope(command)
         try:
-            values = {name: _expression(text).evaluate(scope)
+            budget = Budget()  # one for all of a command's attributes, as for an event's conditions
+            values = {name: _expression(text).evaluate(scope, budget)
                       for name, text in dict(command.action["attributes"]).items()}
             return table_name, check_row_values(table, values), depth
         except (InvalidExpression, ExpressionFailed, ColumnTypeError) as exc:
