@@ -63,6 +63,18 @@ class Receiver:
         self.requests.append(Received(path, dict(request.headers), body, status))
         return web.Response(status=status, text="ok")
 
+    def delivered(self, path: str) -> set[str]:
+        """The distinct `Idempotency-Key`s (firingIds) answered 200 on `path`."""
+        return {r.headers.get("Idempotency-Key", "") for r in self.to(path, 200)}
+
+    async def wait_for_deliveries(self, path: str, count: int, timeout: float = 30.0) -> None:
+        """Until `count` distinct firings were answered 200 (a repeated delivery counts once)."""
+        for _ in range(int(timeout * 20)):
+            if len(self.delivered(path)) >= count:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{path}: {len(self.delivered(path))} distinct deliveries, expected {count}")
+
     async def wait_for(self, path: str, count: int, timeout: float = 30.0, status: int | None = None) -> None:
         for _ in range(int(timeout * 20)):
             if len(self.to(path, status)) >= count:
