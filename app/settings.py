@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     schedule_catch_up_minutes: float = Field(default=60.0, ge=0, alias="TRIGGERS_SCHEDULE_CATCH_UP_MINUTES")
     # faust refuses to recover a partition whose local offset is past the changelog's last
     # offset. On, with every broker: the embedded one's short end offsets are confirmed by a
-    # fetch first (app/end_offsets.py), so the check no longer trips falsely there.
+    # fetch first (app/kafka/end_offsets.py), so the check no longer trips falsely there.
     recovery_consistency_check: bool = Field(default=True, alias="TRIGGERS_RECOVERY_CONSISTENCY_CHECK")
     log_format: str = Field(default="text", pattern="^(text|json)$", alias="TRIGGERS_LOG_FORMAT")
 

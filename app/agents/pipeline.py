@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache, partial
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faust.types import TP, AppT, Message, TableT, TopicT
@@ -33,9 +33,10 @@ from app.domain.models import ActionCommand, Event, EventEnvelope, Source
 from app.domain.rows import RowLoad, merge_row, parse_row_load
 from app.domain.schema import CUSTOMERS, ColumnTypeError, check_row_values
 from app.errors import InvalidDefinition, MalformedEvent
-from app.kafka import partition_for
+from app.kafka.partitioner import partition_for
+from app.kafka.records import RawRecord
 from app.metrics import Metrics, reason_code
-from app.registry import Catalogs
+from app.registry.catalogs import Catalogs
 from app.settings import Settings
 from app.topics import Topics
 
@@ -53,17 +54,6 @@ _EVENTS_COUNTER = {source: f"events.{source.value}" for source in Source}
 def row_key(table: str, customer_id: str) -> str:
     """Key in the rows table: every schema table's row for a customer, co-partitioned."""
     return f"{table}|{customer_id}"
-
-
-class RawRecord(Protocol):
-    """A record as fetched (aiokafka's ConsumerRecord): the timestamp is in milliseconds."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
 
 
 def _arrival(record: RawRecord) -> datetime:
@@ -116,7 +106,7 @@ class Pipeline:
         self.definitions_topic = topic(*topics.definition_topics)
         self._app = app
 
-    # -- intake (batches of records, straight from the fetch: see app/consumer.py) --------
+    # -- intake (batches of records, straight from the fetch: see app/kafka/consumer.py) --------
 
     async def on_source_batch(self, tp: TP, records: Sequence[RawRecord]) -> None:
         """Records of one partition of an event topic or of `schema.rows`, in offset order.
@@ -379,6 +369,11 @@ class Pipeline:
             log.error("definition check failed", exc_info=exc, extra={"topic": message.topic,
                                                                        "offset": message.offset})
             await self._report_definition(message, catalog.kind, key, [f"{type(exc).__name__}: {exc}"])
+
+    async def definition_report_failed(self, message: Message, exc: Exception) -> None:
+        """A report that could not be made is logged: definitions themselves are not dead-lettered."""
+        log.error("definition report failed", exc_info=exc, extra={"topic": message.topic,
+                                                                    "offset": message.offset})
 
     async def _report_definition(self, message: Message, kind: str, key: str | None,
                                  errors: list[str]) -> None:

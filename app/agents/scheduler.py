@@ -11,7 +11,7 @@ from faust.types import TopicT
 
 from app.domain.models import Source
 from app.domain.schedules import tick_to_run
-from app.registry import TriggerCatalog
+from app.registry.catalogs import TriggerCatalog
 
 log = logging.getLogger(__name__)
 

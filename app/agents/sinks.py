@@ -18,7 +18,7 @@ from faust.types import AppT, EventT, Message, TableT, TopicT
 from pydantic import ValidationError
 
 from app.agents.acks import InOrderAcks
-from app.agents.pipeline import Pipeline, RawRecord, stored
+from app.agents.pipeline import Pipeline, stored
 from app.domain import dedup, journeys
 from app.domain.deadletters import RecordTooLarge, Unstorable, action_dead_letter
 from app.domain.decisions import decide, decision_id
@@ -28,8 +28,9 @@ from app.domain.models import ActionCommand, Deduplication, Source, WebhookActio
 from app.domain.schema import ColumnTypeError, check_row_values
 from app.domain.webhooks import Template, compile_template
 from app.errors import ExpressionFailed, InvalidExpression, MalformedEvent
+from app.kafka.records import RawRecord
 from app.metrics import reason_code
-from app.registry import Catalogs
+from app.registry.catalogs import Catalogs
 from app.settings import Settings
 from app.sinks.http import DeliveryResult, HttpDelivery
 from app.topics import Topics

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from faust.app.base import SCAN_COMMAND
 from faust.cli import AppCommand, argument, option
+from faust.utils import venusian
 
 from app.cli.config_files import KINDS, ConfigBundle, read_config
 from app.cli.row_files import read_rows
@@ -18,9 +21,10 @@ from app.domain.engine import explain
 from app.domain.intake import parse_event
 from app.domain.rows import RowLoad
 from app.errors import InvalidDefinition, MalformedEvent
-from app.main import app
-from app.registry import TriggerCatalog, read_compacted
-from app.topics import ensure_topics
+from app.registry.catalogs import TriggerCatalog
+from app.registry.reader import read_compacted
+from app.settings import Settings, get_settings
+from app.topics import Topics, ensure_topics
 
 # Exit codes: 0 success (for `test`: would fire), 1 invalid input or would not fire,
 # 2 usage error or unknown trigger.
@@ -29,7 +33,25 @@ EXIT_USAGE = 2
 SUBCOMMANDS = ("apply", "validate", "list", "delete", "test")
 
 
-@app.command(
+def command(*options: Any) -> Callable[[Callable[..., Awaitable[None]]], type[AppCommand]]:
+    """What faust's `@app.command` does, without an app at import: the command is found when
+    `faust -A app.main` scans this module, and reads the settings when it runs."""
+    def register(handler: Callable[..., Awaitable[None]]) -> type[AppCommand]:
+        cmd: type[AppCommand] = AppCommand.from_handler(*options)(handler)
+        venusian.attach(cmd, category=SCAN_COMMAND)
+        return cmd
+    return register
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _topics() -> Topics:
+    return Topics(get_settings().topic_prefix)
+
+
+@command(
     argument("subcommand", type=str),
     argument("paths", nargs=-1, type=str),
     option("--dry-run", is_flag=True, default=False, help="Validate and report, publish nothing."),
@@ -75,8 +97,8 @@ def _single_id(ids: tuple[str, ...]) -> str:
 
 
 async def _stored_triggers() -> dict[str, bytes | None]:
-    await ensure_topics(app.settings, app.names)
-    return await read_compacted(app.settings, app.names.definitions)
+    await ensure_topics(_settings(), _topics())
+    return await read_compacted(_settings(), _topics().definitions)
 
 
 async def _list() -> None:
@@ -96,14 +118,14 @@ async def _list() -> None:
 
 async def _delete(trigger_id: str, dry_run: bool) -> None:
     if (await _stored_triggers()).get(trigger_id) is None:
-        _die(f"no trigger {trigger_id!r} on {app.names.definitions}", EXIT_USAGE)
+        _die(f"no trigger {trigger_id!r} on {_topics().definitions}", EXIT_USAGE)
     if dry_run:
         print(f"would delete {trigger_id} (--dry-run)")
         return
-    producer = AIOKafkaProducer(bootstrap_servers=app.settings.bootstrap_list, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=_settings().bootstrap_list, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(app.names.definitions, key=trigger_id.encode(), value=None)
+        await producer.send_and_wait(_topics().definitions, key=trigger_id.encode(), value=None)
     finally:
         await producer.stop()
     print(f"deleted {trigger_id} (tombstone published)")
@@ -114,7 +136,7 @@ async def _test(trigger_id: str, event_file: str | None, customer_file: str | No
         _die("test needs --event FILE", EXIT_USAGE)
     stored = (await _stored_triggers()).get(trigger_id)
     if stored is None:
-        _die(f"no trigger {trigger_id!r} on {app.names.definitions}", EXIT_USAGE)
+        _die(f"no trigger {trigger_id!r} on {_topics().definitions}", EXIT_USAGE)
     try:
         trigger = compile_definition(stored, key=trigger_id)
         raw_event = Path(event_file).read_bytes()
@@ -136,14 +158,14 @@ def _summary(bundle: ConfigBundle) -> str:
 
 
 def _topic_for(kind: str) -> str:
-    return {"triggers": app.names.definitions, "journeys": app.names.journey_definitions,
-            "decisionflows": app.names.decision_flow_definitions,
-            "tables": app.names.table_definitions}[kind]
+    return {"triggers": _topics().definitions, "journeys": _topics().journey_definitions,
+            "decisionflows": _topics().decision_flow_definitions,
+            "tables": _topics().table_definitions}[kind]
 
 
 async def publish(bundle: ConfigBundle) -> None:
-    await ensure_topics(app.settings, app.names)
-    producer = AIOKafkaProducer(bootstrap_servers=app.settings.bootstrap_list, acks="all")
+    await ensure_topics(_settings(), _topics())
+    producer = AIOKafkaProducer(bootstrap_servers=_settings().bootstrap_list, acks="all")
     await producer.start()
     try:
         # Tables, journeys and flows first: triggers that use them then find them defined.
@@ -152,7 +174,7 @@ async def publish(bundle: ConfigBundle) -> None:
             for _where, item in bundle.definitions[kind]:
                 await producer.send(_topic_for(kind), key=item[id_field].encode(), value=_json(item))
         for row in bundle.rows:
-            await producer.send(app.names.rows, key=row.customer_id.encode(), value=_json(_row_record(row)))
+            await producer.send(_topics().rows, key=row.customer_id.encode(), value=_json(_row_record(row)))
         await producer.flush()
     finally:
         await producer.stop()
@@ -162,7 +184,7 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-@app.command(
+@command(
     argument("event_json", type=str),
     option("--topic", default=None, help="Topic to send to (default: events.streaming)."),
     option("--key", default=None, help="Message key (default: the event's customerId)."),
@@ -176,24 +198,24 @@ async def send_event(self: AppCommand, event_json: str, topic: str | None, key: 
         print('expected a JSON object with "customerId" (or give --key), e.g. '
               '\'{"type": "transaction", "customerId": "c-42", "amount": 1500}\'', file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    producer = AIOKafkaProducer(bootstrap_servers=app.settings.bootstrap_list, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=_settings().bootstrap_list, acks="all")
     await producer.start()
     try:
-        target = topic or app.names.streaming
+        target = topic or _topics().streaming
         metadata = await producer.send_and_wait(target, key=key.encode(), value=_json(event))
         print(f"sent to {target} partition {metadata.partition} offset {metadata.offset}")
     finally:
         await producer.stop()
 
 
-@app.command(
+@command(
     argument("topic", type=str),
     option("--from-beginning", is_flag=True, default=False, help="Start at the oldest record."),
     option("--max-records", type=int, default=0, help="Stop after this many (0: never)."),
 )
 async def tail(self: AppCommand, topic: str, from_beginning: bool, max_records: int) -> None:
     """Print a topic's records as JSON lines: {"key", "value", "partition", "offset"}."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=app.settings.bootstrap_list, group_id=None,
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=_settings().bootstrap_list, group_id=None,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
                                 fetch_max_wait_ms=100)
     await consumer.start()
@@ -215,7 +237,7 @@ async def tail(self: AppCommand, topic: str, from_beginning: bool, max_records: 
         await consumer.stop()
 
 
-@app.command(
+@command(
     argument("subcommand", type=str),
     argument("paths", nargs=-1, type=str),
     option("--table", default="customers", help="Schema table for rows that do not name one."),
@@ -239,22 +261,22 @@ async def rows(self: AppCommand, subcommand: str, paths: tuple[str, ...], table:
     if dry_run:
         print("valid; nothing published (--dry-run)")
         return
-    await ensure_topics(app.settings, app.names)
-    producer = AIOKafkaProducer(bootstrap_servers=app.settings.bootstrap_list, acks="all", linger_ms=20)
+    await ensure_topics(_settings(), _topics())
+    producer = AIOKafkaProducer(bootstrap_servers=_settings().bootstrap_list, acks="all", linger_ms=20)
     await producer.start()
     sent = 0
     try:
         for path in map(Path, paths):
             for _number, row in read_rows(path, table):
                 assert not isinstance(row, str)
-                await producer.send(app.names.rows, key=row.customer_id.encode(), value=_json(_row_record(row)))
+                await producer.send(_topics().rows, key=row.customer_id.encode(), value=_json(_row_record(row)))
                 sent += 1
                 if sent % 10_000 == 0:
                     print(f"… {sent} rows sent", flush=True)
         await producer.flush()
     finally:
         await producer.stop()
-    print(f"published {sent} row(s) to {app.names.rows}")
+    print(f"published {sent} row(s) to {_topics().rows}")
 
 
 def _row_file_errors(path: Path, table: str) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api import MAX_BODY_BYTES
+from app.web.api import MAX_BODY_BYTES
 from tests.integration.conftest import Deployment, start_deployment
 from tests.support.kafka import Record
 

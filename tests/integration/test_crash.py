@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.kafka import partition_for
+from app.kafka.partitioner import partition_for
 from tests.integration.conftest import start_deployment
 from tests.support.kafka import Record
 from tests.support.receiver import Receiver

@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
 from app.cli.devbroker import free_port
-from app.end_offsets import confirmed_end_offsets
+from app.kafka.end_offsets import confirmed_end_offsets
 
 pytestmark = pytest.mark.integration
 

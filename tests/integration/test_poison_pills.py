@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from app.domain.models import Event, Source
-from app.kafka import partition_for
+from app.kafka.partitioner import partition_for
 from tests.integration.conftest import Deployment, start_deployment
 from tests.support.kafka import Record
 from tests.support.receiver import Receiver

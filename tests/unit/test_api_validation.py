@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from app.api.views import (
+from app.domain.definitions import compile_definition
+from app.domain.models import Source
+from app.domain.secrets import ApiToken
+from app.web.api import (
     MAX_BODY_BYTES,
     ApiError,
     check_bearer,
@@ -25,9 +28,6 @@ from app.api.views import (
     public_trigger,
     record_value,
 )
-from app.domain.definitions import compile_definition
-from app.domain.models import Source
-from app.domain.secrets import ApiToken
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

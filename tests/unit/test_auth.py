@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.api.auth import Unauthorized, authenticate, matching_name
 from app.domain.secrets import ApiToken, TokenSettingError, bind_refusal, is_loopback_host, parse_api_tokens
 from app.settings import Settings
+from app.web.auth import Unauthorized, authenticate, matching_name
 
 ALICE, BOB = ApiToken("alice", "a-secret-1"), ApiToken("bob", "b-secret-2")
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from app.errors import InvalidDefinition
-from app.registry import Catalog
+from app.registry.catalogs import Catalog
 
 
 def counting_catalog() -> tuple[Catalog[dict[str, object]], list[bytes]]:

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.api.views import ApiError, parse_json_body
 from app.cli.config_files import read_config
 from app.domain import limits
 from app.domain.definitions import (
@@ -24,6 +23,7 @@ from app.domain.definitions import (
 )
 from app.domain.intake import DuplicateKeys, load_unique_json, strict_json
 from app.errors import InvalidDefinition
+from app.web.api import ApiError, parse_json_body
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """Every private name of faust, mode and aiokafka the engine overrides or reads, checked.
 
-app/consumer.py, app/kafka.py, app/end_offsets.py and the pipeline reach into internals
+app/kafka/consumer.py, app/kafka/transport.py, app/kafka/end_offsets.py and the pipeline reach into internals
 that carry no compatibility promise; pyproject pins the exact versions they were written
 against. Overriding a method that was renamed, or writing an attribute nobody reads any
 more, never fails by itself (a fetch would quietly wait 1.5 s again): these tests fail
@@ -19,8 +19,8 @@ from aiokafka.consumer.fetcher import Fetcher
 from faust.sensors import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from app import consumer as our_consumer
-from app.kafka import QuietMonitor, Transport
+from app.kafka import consumer as our_consumer
+from app.kafka.transport import QuietMonitor, Transport
 
 # The versions the overrides were written against (pyproject.toml pins exactly these).
 PINNED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
@@ -77,7 +77,7 @@ OVERRIDDEN: dict[tuple[type, str], str] = {
     (faust.App, "_new_transport"): "(self) -> faust.types.transports.TransportT",
 }
 
-# Attributes of faust's consumer that app/consumer.py reads or writes.
+# Attributes of faust's consumer that app/kafka/consumer.py reads or writes.
 CONSUMER_ATTRIBUTES = {
     "_unacked_messages", "_read_offset", "_committed_offset", "_acked", "_acked_index", "_gap",
     "_n_acked", "_commit_every", "_buffered_partitions", "suspend_flow", "flow_active", "diag",

@@ -23,15 +23,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.api.views import (
-    ApiError,
-    check_record_sizes,
-    definition_for,
-    dry_run_event,
-    parse_json_body,
-    parse_test_request,
-    prepare_events,
-)
 from app.domain.deadletters import encode as encode_record
 from app.domain.definitions import (
     compile_decision_flow,
@@ -46,6 +37,15 @@ from app.domain.rows import RowLoad, parse_row_load
 from app.domain.schedules import tick_to_run
 from app.domain.webhooks import compile_template, refused_address_reason, template_errors
 from app.errors import ExpressionFailed, InvalidDefinition, InvalidExpression, MalformedEvent
+from app.web.api import (
+    ApiError,
+    check_record_sizes,
+    definition_for,
+    dry_run_event,
+    parse_json_body,
+    parse_test_request,
+    prepare_events,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARRIVAL = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -911,7 +911,7 @@ class _App:
 def _make_pipeline(rows: _Table | None = None) -> tuple[Any, _Producer]:
     from app.agents.pipeline import Pipeline
     from app.metrics import Metrics
-    from app.registry import Catalogs
+    from app.registry.catalogs import Catalogs
     from app.settings import Settings
     from app.topics import Topics
 

@@ -1,4 +1,4 @@
-"""The consumer never commits past an event nobody processed (see app/consumer.py): neither
+"""The consumer never commits past an event nobody processed (see app/kafka/consumer.py): neither
 for topics read by agents, message by message, nor for event topics handled in batches."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from app.consumer import Consumer
-from app.main import build_app
+from app.kafka.consumer import Consumer
 from app.settings import Settings
+from app.wiring import build as build_app
 
 TOPIC = "actions.webhook"  # read by an agent
 EVENTS = "events.streaming"  # handled in batches
@@ -209,7 +209,7 @@ async def test_a_seek_breaks_the_fetch_sequence(consumer: Consumer) -> None:
 
 async def test_a_rebalance_stops_a_batch_between_chunks_and_commits_only_what_was_handled(
         consumer: Consumer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("app.consumer.BATCH_SIZE", 2)
+    monkeypatch.setattr("app.kafka.consumer.BATCH_SIZE", 2)
     consumer._committed_offset[EVENTS_TP] = 0
     handler = Handler()
 
@@ -244,7 +244,7 @@ async def test_a_rebalance_waits_for_the_batch_in_hand(consumer: Consumer) -> No
 async def test_table_writes_in_a_batch_go_to_the_batch_partition(consumer: Consumer) -> None:
     from faust.streams import current_event
 
-    from app.consumer import table_partition
+    from app.kafka.consumer import table_partition
 
     with table_partition(TP(EVENTS, 3)):
         event = current_event()
@@ -254,7 +254,6 @@ async def test_table_writes_in_a_batch_go_to_the_batch_partition(consumer: Consu
 
 async def test_event_topics_are_not_fetched_until_the_engine_is_ready(
         consumer: Consumer, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = consumer.app
     fetched_from: list[set[TP]] = []
 
     async def getmany(active_partitions: set[TP], timeout: float) -> dict[TP, list[Any]]:
@@ -263,10 +262,10 @@ async def test_event_topics_are_not_fetched_until_the_engine_is_ready(
 
     monkeypatch.setattr(consumer._thread, "getmany", getmany)
     tps = {EVENTS_TP, TP(TOPIC, 0)}
-    app.batch_intake_ready = lambda: False  # type: ignore[attr-defined]
+    consumer.config.ready = lambda: False
     await consumer._getmany(set(tps), 0.01)
     await consumer._getmany({EVENTS_TP}, 0.01)  # nothing else to fetch: not fetched at all
-    app.batch_intake_ready = lambda: True  # type: ignore[attr-defined]
+    consumer.config.ready = lambda: True
     await consumer._getmany(set(tps), 0.01)
     assert fetched_from == [{TP(TOPIC, 0)}, tps]
 
@@ -274,11 +273,10 @@ async def test_event_topics_are_not_fetched_until_the_engine_is_ready(
 def test_partitions_paused_before_the_engine_is_ready_stay_paused(consumer: Consumer) -> None:
     # Table recovery pauses the event partitions while definitions may still be loading; the
     # pause must hold once they are loaded, or events would meet half-recovered tables.
-    app = consumer.app
     consumer._active_partitions = {EVENTS_TP, TP(TOPIC, 0)}
-    app.batch_intake_ready = lambda: False  # type: ignore[attr-defined]
+    consumer.config.ready = lambda: False
     consumer.pause_partitions({EVENTS_TP})
-    app.batch_intake_ready = lambda: True  # type: ignore[attr-defined]
+    consumer.config.ready = lambda: True
     assert consumer._get_active_partitions() == {TP(TOPIC, 0)}
     consumer.resume_partitions({EVENTS_TP})
     assert consumer._get_active_partitions() == {EVENTS_TP, TP(TOPIC, 0)}

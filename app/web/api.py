@@ -20,18 +20,17 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
-from app.api.auth import Unauthorized, authenticate
 from app.domain.definitions import CompiledTrigger, compile_definition
 from app.domain.engine import explain
 from app.domain.intake import load_unique_json, parse_event
 from app.domain.models import Event, Source
 from app.domain.secrets import ApiToken, mask_url, mask_urls_in_text
 from app.errors import InvalidDefinition, MalformedEvent
+from app.web.auth import Unauthorized, authenticate
 
 if TYPE_CHECKING:
     from app.agents.pipeline import Pipeline
-    from app.agents.sinks import Sinks
-    from app.main import TriggerApp
+    from app.kafka.app import TriggerApp
     from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -326,7 +325,7 @@ class Api:
     async def delete_definition(self, request: Request, trigger_id: str) -> None:
         """Publish the tombstone (a null value) and wait for the broker's acknowledgement."""
         actor = actor_of(request)
-        topic = self.app.names.definitions
+        topic = self.app.topic_names.definitions
         try:
             sent = await self.app.producer.send(topic, trigger_id.encode(), None, None, None, actor_headers(actor))
             await sent
@@ -367,9 +366,8 @@ async def _read_bounded(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
         chunks.append(chunk)
 
 
-def register_api(app: TriggerApp, pipeline: Pipeline, sinks: Sinks, metrics: Metrics) -> None:
+def register_api(app: TriggerApp, pipeline: Pipeline, metrics: Metrics) -> None:
     """Add the API's pages to `app` (paths work with and without a trailing slash)."""
-    del sinks  # part of the signature for future views; nothing needs it yet
     api = Api(app, pipeline, metrics, app.settings.api_tokens)
 
     def page(path: str, name: str, view: type[View]) -> None:
@@ -381,14 +379,14 @@ def register_api(app: TriggerApp, pipeline: Pipeline, sinks: Sinks, metrics: Met
         async def post(self, request: Request) -> Response:
             events = prepare_events(await api.write_body(request), Source.STREAMING)
             ids = [e["id"] for e in events]  # a retry with these ids is recognised downstream
-            await api.publish(request, app.names.streaming, [(e["customerId"], e) for e in events], ids=ids)
+            await api.publish(request, app.topic_names.streaming, [(e["customerId"], e) for e in events], ids=ids)
             return self.json({"accepted": len(events), "ids": ids}, status=202)
 
     class Respond(ApiView):
         async def post(self, request: Request) -> Response:
             outcomes = prepare_events(await api.write_body(request), Source.OUTCOME)
             ids = [e["id"] for e in outcomes]
-            await api.publish(request, app.names.outcomes, [(e["customerId"], e) for e in outcomes], ids=ids)
+            await api.publish(request, app.topic_names.outcomes, [(e["customerId"], e) for e in outcomes], ids=ids)
             return self.json({"accepted": len(outcomes), "ids": ids}, status=202)
 
     class TriggerList(ApiView):
@@ -412,7 +410,7 @@ def register_api(app: TriggerApp, pipeline: Pipeline, sinks: Sinks, metrics: Met
 
         async def put(self, request: Request, trigger_id: str) -> Response:
             definition = definition_for(await api.write_body(request), trigger_id)
-            await api.publish(request, app.names.definitions, [(trigger_id, definition)], triggerId=trigger_id)
+            await api.publish(request, app.topic_names.definitions, [(trigger_id, definition)], triggerId=trigger_id)
             return self.json({"triggerId": trigger_id, "status": "accepted"}, status=202)
 
         async def delete(self, request: Request, trigger_id: str) -> Response:

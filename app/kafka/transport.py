@@ -1,21 +1,13 @@
-"""faust's aiokafka driver with our consumer, and the Kafka partitioner we route by."""
+"""faust's aiokafka driver with our consumer, and a monitor without per-message bookkeeping."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from faust.sensors import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from app.consumer import Consumer, ConsumerThread
-
-
-@lru_cache(maxsize=65_536)
-def partition_for(key: str, partitions: int) -> int:
-    """The partition Kafka's default (Java and aiokafka) partitioner gives a string key."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+from app.kafka.consumer import Consumer
 
 
 class QuietMonitor(Monitor):
@@ -39,8 +31,3 @@ class QuietMonitor(Monitor):
 
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
-
-
-def transport_class(fetch_max_wait_ms: int) -> type[Transport]:
-    ConsumerThread.fetch_max_wait_ms = fetch_max_wait_ms
-    return Transport

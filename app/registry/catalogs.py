@@ -1,17 +1,11 @@
-"""Every worker's own copy of the definitions, read from their compacted topics start to end."""
+"""Every worker's own copy of the definitions, by kind: compiled, indexed, and why rejected."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, TypeVar
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
-from mode import Service
 
 from app.domain.decisions import CompiledDecisionFlow
 from app.domain.definitions import (
@@ -24,18 +18,12 @@ from app.domain.definitions import (
 from app.domain.journeys import JourneyDefinition
 from app.domain.matching import DefinitionIndex
 from app.domain.schema import CUSTOMERS, DEFAULT_CUSTOMERS, SchemaTable
-from app.end_offsets import caught_up
 from app.errors import InvalidDefinition
-from app.settings import Settings
+from app.topics import Topics
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Definitions change rarely: a change may take this long to arrive, and in exchange this
-# consumer (on the worker's event loop) asks the broker 10 times a second, not 100.
-DEFINITIONS_FETCH_WAIT_MS = 100
-
 
 class Catalog(Generic[T]):
     """Definitions of one kind by id, as the latest record per id on their topic says.
@@ -146,92 +134,10 @@ def decision_flow_catalog() -> Catalog[CompiledDecisionFlow]:
     return Catalog("decision_flow", compile_decision_flow)
 
 
-class DefinitionsReader(Service):
-    """Tails the definitions topics outside any consumer group, so every worker sees every
-    definition whatever partitions it owns (a faust GlobalTable hung with several workers).
-
-    `loaded` is set once every topic has been read up to the end offsets seen at start, so
-    no event is evaluated against a half-loaded set of definitions.
-    """
-
-    def __init__(self, settings: Settings, catalogs: dict[str, Catalog[Any]], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.settings = settings
-        self.catalogs = catalogs
-        self.loaded = asyncio.Event()
-        # Offset of the last record applied, per topic: shows that a definition someone
-        # published has reached this worker.
-        self.applied_offsets: dict[str, int] = {topic: -1 for topic in catalogs}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._end_offsets: dict[TopicPartition, int] = {}
-        # Monotonic time the broker last answered a metadata request: the worker's view of it.
-        self.broker_answered_at: float | None = None
-
-    async def on_start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_list,
-            group_id=None,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=DEFINITIONS_FETCH_WAIT_MS,
-        )
-        await self._consumer.start()
-        partitions = [TopicPartition(topic, p) for topic in self.catalogs
-                      for p in self._consumer.partitions_for_topic(topic) or {0}]
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
-        self._end_offsets = await self._consumer.end_offsets(partitions)
-        self.add_future(self._tail())
-
-    async def on_stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-    async def wait_loaded(self) -> None:
-        await self.loaded.wait()
-
-    async def _tail(self) -> None:
-        assert self._consumer is not None
-        await self._mark_loaded_if_caught_up()
-        while not self.should_stop:
-            batches = await self._consumer.getmany(timeout_ms=500)
-            await self._check_broker()
-            for tp, records in batches.items():
-                catalog = self.catalogs[tp.topic]
-                for record in records:
-                    if record.key is None:
-                        log.warning("definition without a key ignored", extra={"topic": tp.topic})
-                    else:
-                        catalog.apply(record.key.decode("utf-8", "replace"), record.value,
-                                      datetime.fromtimestamp(record.timestamp / 1000, tz=UTC))
-                    self.applied_offsets[tp.topic] = max(self.applied_offsets[tp.topic], record.offset)
-            await self._mark_loaded_if_caught_up()
-
-    async def _check_broker(self) -> None:
-        # getmany() returns empty on a dead broker too; a metadata request every few
-        # seconds tells /health whether the broker actually answers.
-        if self._consumer is None or (self.broker_answered_at and time.monotonic() - self.broker_answered_at < 3):
-            return
-        try:
-            await asyncio.wait_for(self._consumer.topics(), timeout=3)
-            self.broker_answered_at = time.monotonic()
-        except (TimeoutError, KafkaError):
-            pass
-
-    async def _mark_loaded_if_caught_up(self) -> None:
-        if self.loaded.is_set() or self._consumer is None:
-            return
-        for tp, end in self._end_offsets.items():
-            if not caught_up(self._consumer, tp, end, await self._consumer.position(tp)):
-                return
-        self.loaded.set()
-        log.info("definitions loaded", extra={
-            catalog.kind: len(catalog.items) for catalog in self.catalogs.values()})
-
-
 class Catalogs:
     """All kinds of definitions a worker knows, and the topic each comes from."""
 
-    def __init__(self, topics: Any) -> None:
+    def __init__(self, topics: Topics) -> None:
         self.triggers = TriggerCatalog()
         self.journeys = journey_catalog()
         self.decision_flows = decision_flow_catalog()
@@ -242,24 +148,3 @@ class Catalogs:
             topics.decision_flow_definitions: self.decision_flows,
             topics.table_definitions: self.tables,
         }
-
-
-async def read_compacted(settings: Settings, topic: str) -> dict[str, bytes | None]:
-    """The latest value per key of a compacted topic, read once from start to end (for commands)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_list, group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=50)
-    await consumer.start()
-    latest: dict[str, bytes | None] = {}
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        while not all([caught_up(consumer, tp, end, await consumer.position(tp)) for tp, end in ends.items()]):
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for record in records:
-                    if record.key is not None:
-                        latest[record.key.decode("utf-8", "replace")] = record.value
-    finally:
-        await consumer.stop()
-    return latest

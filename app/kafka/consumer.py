@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
@@ -51,7 +52,7 @@ from faust.types.tuples import ack_lock
 from faust.utils.functional import consecutive_numbers
 from mode import Service, ServiceT
 
-from app.end_offsets import confirmed_end_offsets
+from app.kafka.end_offsets import confirmed_end_offsets
 
 BatchHandler = Callable[[TP, Sequence[ConsumerRecord]], Awaitable[None]]
 
@@ -60,18 +61,38 @@ BatchHandler = Callable[[TP, Sequence[ConsumerRecord]], Awaitable[None]]
 BATCH_SIZE = 256
 # How often a worker whose event topics are all it was given checks whether it became ready.
 NOT_READY_POLL_SECONDS = 0.05
+# faust hard-codes fetch_max_wait_ms=1500. Brokers that hold a fetch until that wait
+# expires (Tansu does) would then add up to 1.5 s to every event's latency.
+DEFAULT_FETCH_MAX_WAIT_MS = 1500
+
+
+@dataclass
+class ConsumerConfig:
+    """What the app tells its consumer: topics whose records skip faust's streams and go to a
+    handler a batch at a time (consumed only while `ready()`), and the fetch wait."""
+
+    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
+    ready: Callable[[], bool] = lambda: True
+    fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS
+
+
+def consumer_config(app: Any) -> ConsumerConfig:
+    """The app's ConsumerConfig (`consumer_config` attribute), or the defaults for a plain app."""
+    config = getattr(app, "consumer_config", None)
+    return config if isinstance(config, ConsumerConfig) else ConsumerConfig()
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    # faust hard-codes fetch_max_wait_ms=1500. Brokers that hold a fetch until that wait
-    # expires (Tansu does) would then add up to 1.5 s to every event's latency.
-    fetch_max_wait_ms: int = 1500
     # While a backlog is being worked off, the fetches that matter are answered from it, and
     # the short wait would only make the broker answer for every idle partition 100 times a
     # second, costing CPU both sides. So a fetch that brought this many records switches the
     # wait to `busy_fetch_max_wait_ms` until one brings fewer.
     busy_fetch_records: int = 2_000
     busy_fetch_max_wait_ms: int = 250
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        return consumer_config(self.app).fetch_max_wait_ms
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
@@ -90,7 +111,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         # Table recovery reads each changelog up to these offsets and then stops: they must not
-        # fall short (see app/end_offsets.py for the broker that makes them).
+        # fall short (see app/kafka/end_offsets.py for the broker that makes them).
         ends = await super()._highwaters(partitions)
         if self.consumer.in_transaction:
             return ends
@@ -114,6 +135,7 @@ class Consumer(faust_aiokafka.Consumer):
         self._continuous: set[TP] = set()
         self._batch_idle = asyncio.Event()
         self._batch_idle.set()
+        self.config = consumer_config(self.app)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -243,11 +265,10 @@ class Consumer(faust_aiokafka.Consumer):
     @property
     def batch_handlers(self) -> dict[str, BatchHandler]:
         """Topic name -> handler, registered on the app before the consumer starts."""
-        return cast(dict[str, BatchHandler], getattr(self.app, "batch_handlers", {}))
+        return self.config.batch_handlers
 
     def _batches_ready(self) -> bool:
-        ready = getattr(self.app, "batch_intake_ready", None)
-        return ready is None or bool(ready())
+        return self.config.ready()
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         if active_partitions is not None and not self._batches_ready():

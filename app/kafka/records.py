@@ -1,0 +1,17 @@
+"""What a handler is given for each fetched record."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class RawRecord(Protocol):
+    """A record as fetched (aiokafka's ConsumerRecord, or faust's Message): the timestamp is
+    in milliseconds, key and value are the bytes as produced."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None

@@ -1,0 +1,1 @@
+"""The worker's web pages: the HTTP API (events, outcomes, definitions, dry runs, metrics) and /health."""
