@@ -38,8 +38,8 @@ test: $(STAMP) ## Unit and integration tests on a real broker (all but the crash
 reliability: $(STAMP) ## Crash, restart and recovery tests; prints lost/repeated figures
 	$(BIN)/python -m pytest -q -s -m reliability tests/integration
 
-unit: $(STAMP) ## Only the unit tests (no broker)
-	$(BIN)/python -m pytest -q tests/unit
+unit: $(STAMP) ## Only the fast tests: domain tables and adapters with in-memory fakes (no broker)
+	$(BIN)/python -m pytest -q tests/domain tests/adapters
 
 integration: $(STAMP) ## Only the integration tests
 	$(BIN)/python -m pytest -q tests/integration

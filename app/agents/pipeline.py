@@ -9,10 +9,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache, partial
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from faust.types import TP, AppT, Message, TableT, TopicT
+from faust.types import TP, Message
 from pydantic import ValidationError
 
 from app.domain.cooldown import CooldownMark
@@ -21,29 +20,31 @@ from app.domain.deadletters import (
     RecordTooLarge,
     Unstorable,
     action_dead_letter,
-    check_storable,
     encode,
-    event_dead_letter,
     row_load_dead_letter,
     short_reason,
 )
 from app.domain.engine import Evaluation, evaluate, evaluate_scheduled
 from app.domain.intake import load_json, parse_cdc_event, parse_event
 from app.domain.models import ActionCommand, Event, EventEnvelope, Source
-from app.domain.rows import RowLoad, merge_row, parse_row_load
+from app.domain.rows import RowLoad, parse_row_load
 from app.domain.schema import CUSTOMERS, ColumnTypeError, check_row_values
 from app.errors import InvalidDefinition, MalformedEvent
 from app.kafka.partitioner import partition_for
+from app.kafka.publisher import Publisher
 from app.kafka.records import RawRecord
 from app.metrics import Metrics, reason_code
 from app.registry.catalogs import Catalogs
 from app.settings import Settings
+from app.state.rows import RowStore
+from app.state.tables import Table, cooldown_key, stored
+
+if TYPE_CHECKING:
+    from app.kafka.app import TriggerApp
 from app.topics import Topics
 
 log = logging.getLogger(__name__)
 
-# A dead letter's key (and its `key` field) keep this many characters of the original key.
-MAX_KEY_CHARS = 1_024
 # An error report on `triggers.errors` names at most this much of a hostile key, and this many errors.
 MAX_ID_CHARS = 256
 MAX_REPORTED_ERRORS = 50
@@ -51,17 +52,12 @@ MAX_REPORTED_ERRORS = 50
 _EVENTS_COUNTER = {source: f"events.{source.value}" for source in Source}
 
 
-def row_key(table: str, customer_id: str) -> str:
-    """Key in the rows table: every schema table's row for a customer, co-partitioned."""
-    return f"{table}|{customer_id}"
-
-
 def _arrival(record: RawRecord) -> datetime:
     return _from_millis(record.timestamp)
 
 
 @lru_cache(maxsize=4096)
-def _from_millis(millis: int) -> datetime:
+def _from_millis(millis: float) -> datetime:
     # Records fetched together mostly share their millisecond: one conversion serves them all.
     return datetime.fromtimestamp(millis / 1000, tz=UTC)
 
@@ -76,15 +72,17 @@ class Pipeline:
     internal topic keyed by customer id, so a customer's state is never split.
     """
 
-    def __init__(self, app: AppT, settings: Settings, topics: Topics,
-                 catalogs: Catalogs, rows: TableT[str, Any], cooldowns: TableT[str, Any],
-                 ticks_done: TableT[str, Any], metrics: Metrics,
+    def __init__(self, app: TriggerApp, settings: Settings, topics: Topics,
+                 catalogs: Catalogs, publisher: Publisher, row_store: RowStore, cooldowns: Table,
+                 ticks_done: Table, metrics: Metrics,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
+        self.publisher = publisher
+        self.row_store = row_store
         self.names = topics
         self.catalogs = catalogs
         self.metrics = metrics
-        self.rows = rows
+        self.rows = row_store.rows
         self.cooldowns = cooldowns
         self.ticks_done = ticks_done
         self.clock = clock
@@ -92,11 +90,7 @@ class Pipeline:
         # Other kinds of re-routed work (e.g. journey events), by envelope "kind".
         self.rerouted_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
 
-        def topic(*names: str) -> TopicT:
-            return app.topic(*names, key_serializer="raw", value_serializer="raw")
-
-        self._topic = topic
-
+        topic = app.raw_topic
         self.sources = {topics.streaming: Source.STREAMING, topics.outcomes: Source.OUTCOME,
                         topics.cdc: Source.CDC, topics.schema: Source.SCHEMA_TABLE}
         self._rows_topic = topics.rows
@@ -104,7 +98,6 @@ class Pipeline:
         self.rerouted_topic = topic(topics.rerouted)
         self.ticks_topic = topic(topics.ticks)
         self.definitions_topic = topic(*topics.definition_topics)
-        self._app = app
 
     # -- intake (batches of records, straight from the fetch: see app/kafka/consumer.py) --------
 
@@ -123,36 +116,21 @@ class Pipeline:
                 elif (result := self.evaluate_now(work)) is not None:
                     await self._apply(work, result)
             except MalformedEvent as exc:
-                await self.dead_letter(record, exc.reason)
+                await self.publisher.dead_letter(record, exc.reason)
             except Exception as exc:  # noqa: BLE001 - the safety net: see record_failed
-                await self.record_failed(record, exc)
+                await self.publisher.record_failed(record, exc)
 
     async def on_rerouted_batch(self, tp: TP, records: Sequence[RawRecord]) -> None:
         for record in records:
             try:
                 await self.on_rerouted_record(record)
             except MalformedEvent as exc:
-                await self.dead_letter(record, exc.reason)
+                await self.publisher.dead_letter(record, exc.reason)
             except Exception as exc:  # noqa: BLE001 - the safety net: see record_failed
-                await self.record_failed(record, exc)
-
-    async def record_failed(self, message: RawRecord | Message, exc: Exception) -> None:
-        """The safety net under every consumer: an unexpected exception while handling one
-        record dead-letters that record with `<ExceptionType>: <message>`, and the next
-        record is handled. Without it the exception reaches the fetcher, which stops the
-        worker, and a restarted worker reads the same record and stops again.
-
-        Errors of the broker connection are not the record's fault: they still propagate, so
-        the record is read again when the worker is back rather than dead-lettered."""
-        if isinstance(exc, KafkaError) and not isinstance(exc, MessageSizeTooLargeError):
-            raise exc
-        self.counters["record_failures"] += 1
-        log.error("record failed; dead-lettered", exc_info=exc,
-                  extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
-        await self.dead_letter(message, f"{type(exc).__name__}: {exc}")
+                await self.publisher.record_failed(record, exc)
 
     async def _reroute(self, work: Event | RowLoad) -> None:
-        await self.send(self.names.rerouted, work.customer_id, _envelope(work))
+        await self.publisher.send(self.names.rerouted, work.customer_id, _envelope(work))
         self.counters["rerouted"] += 1
 
     async def on_rerouted_record(self, record: RawRecord) -> None:
@@ -208,7 +186,7 @@ class Pipeline:
         if not self.catalogs.triggers.index.candidates(event.source, event.type):
             return None  # most events match no trigger: skip the state reads entirely
         started = time.perf_counter()
-        result = evaluate(self.catalogs.triggers.index, event, partial(self.customer, event.customer_id),
+        result = evaluate(self.catalogs.triggers.index, event, partial(self.row_store.customer, event.customer_id),
                           lambda trigger_id: self._cooldown(trigger_id, event.customer_id),
                           self.clock())
         self.metrics.evaluation_seconds.observe(time.perf_counter() - started)
@@ -233,7 +211,7 @@ class Pipeline:
                 firings.append((command, value))
         for trigger_id, mark in result.cooldown_marks.items():
             if trigger_id not in refused:
-                self.cooldowns[_cooldown_key(trigger_id, event.customer_id)] = mark.to_json()
+                self.cooldowns[cooldown_key(trigger_id, event.customer_id)] = mark.to_json()
         for command, value in firings:
             await self._emit(command, value)
 
@@ -243,7 +221,7 @@ class Pipeline:
         self.metrics.dead_letters.labels(self.names.actions_deadletter, "firing_too_large").inc()
         log.warning("firing refused", extra={"triggerId": command.trigger_id, "firingId": command.firing_id,
                                              "reason": reason})
-        await self.send(self.names.actions_deadletter, command.customer_id, action_dead_letter(
+        await self.publisher.send(self.names.actions_deadletter, command.customer_id, action_dead_letter(
             command.action_type, reason, self.clock().isoformat(), [], command.to_json(), None))
 
     # -- scheduled triggers ---------------------------------------------------------------
@@ -254,7 +232,7 @@ class Pipeline:
         try:
             trigger_id, scheduled_at = _tick(message.value)
         except MalformedEvent as exc:
-            await self.dead_letter(message, exc.reason)
+            await self.publisher.dead_letter(message, exc.reason)
             return
         trigger = self.catalogs.triggers.get(trigger_id)
         done_key = f"{trigger_id}|{message.partition}"
@@ -281,12 +259,8 @@ class Pipeline:
         log.info("schedule tick ran", extra={"triggerId": trigger.id, "scheduledAt": scheduled_at.isoformat(),
                                              "partition": message.partition, "customers": visited})
 
-    def customer(self, customer_id: str) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = stored(self.rows, row_key(CUSTOMERS, customer_id))
-        return row
-
     def _cooldown(self, trigger_id: str, customer_id: str) -> CooldownMark | None:
-        mark = stored(self.cooldowns, _cooldown_key(trigger_id, customer_id))
+        mark = stored(self.cooldowns, cooldown_key(trigger_id, customer_id))
         return CooldownMark.from_json(mark) if mark else None
 
     def _record(self, event: Event, result: Evaluation) -> None:
@@ -299,8 +273,8 @@ class Pipeline:
 
     async def _emit(self, command: ActionCommand, value: bytes) -> None:
         """The action command first, then its record on `triggers.firings`."""
-        await self.send(self.names.action(command.action_type), command.customer_id, value)
-        await self.send(self.names.firings, command.customer_id, value)
+        await self.publisher.send(self.names.action(command.action_type), command.customer_id, value)
+        await self.publisher.send(self.names.firings, command.customer_id, value)
         self.counters["firings"] += 1
         self.metrics.firings.labels(command.trigger_id, command.action_type).inc()
         log.debug("trigger fired", extra={"triggerId": command.trigger_id,
@@ -316,38 +290,13 @@ class Pipeline:
             if table is None:
                 raise ColumnTypeError(f"unknown schema table {load.table!r}")
             values = check_row_values(table, load.attributes) if load.attributes is not None else None
-            await self.write_row(load.table, load.customer_id, values)
+            await self.row_store.write(load.table, load.customer_id, values)
         except (ColumnTypeError, Unstorable, RecordTooLarge) as exc:
             self.counters["deadlettered"] += 1
             self.metrics.dead_letters.labels(self.names.deadletter, reason_code(str(exc))).inc()
-            await self.send(self.names.deadletter, load.customer_id, row_load_dead_letter(
+            await self.publisher.send(self.names.deadletter, load.customer_id, row_load_dead_letter(
                 str(exc), load.table, load.customer_id, load.attributes, self.clock().isoformat(),
                 {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset}))
-
-    async def write_row(self, table: str, customer_id: str, values: dict[str, Any] | None,
-                        depth: int = 0, firing_id: str | None = None) -> dict[str, Any] | None:
-        """Merge `values` into the row (None deletes it) and publish the change on
-        `events.schema`; returns the change, or None when nothing changed.
-
-        Raises Unstorable or RecordTooLarge, having changed nothing, when the row could not
-        be written to the table or the change could not be published."""
-        key = row_key(table, customer_id)
-        change = merge_row(table, customer_id, stored(self.rows, key), values)
-        if change is None:
-            return None
-        record = {**change.to_json(), "depth": depth}
-        if firing_id:
-            record["firingId"] = firing_id
-        # Checked before the table is touched: a refused change must leave no half-written state.
-        value = encode(record)
-        self._check_size(self.names.schema, customer_id.encode(), value)
-        if change.after is None:
-            self.rows.pop(key, None)
-        else:
-            check_storable(change.after)
-            self.rows[key] = change.after
-        await self.send(self.names.schema, customer_id, value)
-        return record
 
     # -- definitions (errors are reported by exactly one worker: this agent's) ----------
 
@@ -385,57 +334,7 @@ class Pipeline:
         if kind == "trigger":
             error["triggerId"] = item_id
         log.warning("invalid definition reported", extra={"kind": kind, "id": item_id})
-        await self.send(self.names.errors, item_id, error)
-
-    # -- output -------------------------------------------------------------------------
-
-    async def dead_letter(self, message: RawRecord | Message, reason: str) -> None:
-        key = message.key.decode("utf-8", "replace")[:MAX_KEY_CHARS] if message.key else None
-        self.counters["deadlettered"] += 1
-        self.metrics.dead_letters.labels(self.names.deadletter, reason_code(reason)).inc()
-        log.warning("event dead-lettered", extra={"topic": message.topic,
-                                                  "partition": message.partition,
-                                                  "offset": message.offset, "reason": reason[:200]})
-        record = event_dead_letter(reason, message.topic, message.partition, message.offset, key,
-                                   message.value, self.clock().isoformat())
-        try:
-            await self.send(self.names.deadletter, key, record)
-        except (RecordTooLarge, MessageSizeTooLargeError, TypeError, ValueError) as exc:
-            # Bounded by construction, so this is a bug: say so loudly, and go on.
-            self.counters["deadletter_failures"] += 1
-            log.error("dead letter could not be written", exc_info=exc,
-                      extra={"topic": message.topic, "offset": message.offset})
-
-    async def send(self, topic: str, key: str | None, value: Any) -> None:
-        """Hand a record to the producer; the consumer flushes the producer before it commits
-        an offset, so a crash cannot commit past an event whose output was not written.
-        (Straight to the producer: faust's Topic.send adds several layers per record.)
-
-        Raises RecordTooLarge, having sent nothing, for a record the producer would refuse."""
-        raw_key = key.encode() if key is not None else None
-        raw = value if isinstance(value, bytes) else encode(value)
-        self._check_size(topic, raw_key, raw)
-        delivery = await self._app.producer.send(topic, raw_key, raw, None, None, None)
-        cast(asyncio.Future[Any], delivery).add_done_callback(_log_failed_delivery)
-
-    @staticmethod
-    def _check_size(topic: str, key: bytes | None, value: bytes) -> None:
-        size = len(value) + (len(key) if key is not None else 0)
-        if size > MAX_RECORD_BYTES:
-            raise RecordTooLarge(topic, size)
-
-
-def _log_failed_delivery(delivery: asyncio.Future[Any]) -> None:
-    if not delivery.cancelled() and delivery.exception() is not None:
-        log.error("a record could not be written", extra={"error": repr(delivery.exception())})
-
-
-def stored(table: TableT[str, Any], key: str) -> Any:
-    """A table's value or None, in one store read (`table.get` reads twice: contains, then get)."""
-    try:
-        return table.data[key]
-    except KeyError:
-        return None
+        await self.publisher.send(self.names.errors, item_id, error)
 
 
 def tick_event(trigger_id: str, scheduled_at: datetime, customer_id: str) -> Event:
@@ -444,11 +343,6 @@ def tick_event(trigger_id: str, scheduled_at: datetime, customer_id: str) -> Eve
     return Event(id=f"tick:{trigger_id}:{at}:{customer_id}", type="schedule.tick", customer_id=customer_id,
                  source=Source.SCHEDULED, timestamp=scheduled_at,
                  fields={"scheduledAt": at, "triggerId": trigger_id})
-
-
-def _cooldown_key(trigger_id: str, customer_id: str) -> str:
-    # Trigger ids cannot contain "|", so the key is unambiguous.
-    return f"{trigger_id}|{customer_id}"
 
 
 def _row_json(load: RowLoad) -> dict[str, Any]:

@@ -10,15 +10,15 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from faust.types import AppT, EventT, Message, TableT, TopicT
+from faust.types import EventT, Message
 from pydantic import ValidationError
 
 from app.agents.acks import InOrderAcks
-from app.agents.pipeline import Pipeline, stored
+from app.agents.pipeline import Pipeline
 from app.domain import dedup, journeys
 from app.domain.deadletters import RecordTooLarge, Unstorable, action_dead_letter
 from app.domain.decisions import decide, decision_id
@@ -28,10 +28,16 @@ from app.domain.models import ActionCommand, Deduplication, Source, WebhookActio
 from app.domain.schema import ColumnTypeError, check_row_values
 from app.domain.webhooks import Template, compile_template
 from app.errors import ExpressionFailed, InvalidExpression, MalformedEvent
+from app.kafka.publisher import Publisher
 from app.kafka.records import RawRecord
 from app.metrics import reason_code
 from app.registry.catalogs import Catalogs
 from app.settings import Settings
+from app.state.rows import RowStore
+from app.state.tables import Table, stored
+
+if TYPE_CHECKING:
+    from app.kafka.app import TriggerApp
 from app.sinks.http import DeliveryResult, HttpDelivery
 from app.topics import Topics
 
@@ -55,10 +61,12 @@ def _template(source_json: str) -> Template:
 
 
 class Sinks:
-    def __init__(self, app: AppT, settings: Settings, topics: Topics, catalogs: Catalogs,
-                 pipeline: Pipeline, performed: TableT[str, Any], enrollments: TableT[str, Any],
-                 http: HttpDelivery, clock: Callable[[], datetime]) -> None:
+    def __init__(self, app: TriggerApp, settings: Settings, topics: Topics, catalogs: Catalogs,
+                 pipeline: Pipeline, publisher: Publisher, row_store: RowStore, performed: Table,
+                 enrollments: Table, http: HttpDelivery, clock: Callable[[], datetime]) -> None:
         self.settings = settings
+        self.publisher = publisher
+        self.row_store = row_store
         self.names = topics
         self.catalogs = catalogs
         self.pipeline = pipeline
@@ -69,9 +77,7 @@ class Sinks:
         self.clock = clock
         self.counters: Counter[str] = Counter()
 
-        def topic(*names: str) -> TopicT:
-            return app.topic(*names, key_serializer="raw", value_serializer="raw")
-
+        topic = app.raw_topic
         self.topics = {kind: topic(topics.action(kind)) for kind in
                        ("webhook", "fire_recommend", "enroll_journey", "update_attribute")}
         self.journey_events_topic = topic(topics.journey_events)
@@ -150,14 +156,14 @@ class Sinks:
             message.value)
         key = command.customer_id if command else None
         try:
-            await self.pipeline.send(self.names.actions_deadletter, key, record)
+            await self.publisher.send(self.names.actions_deadletter, key, record)
         except (RecordTooLarge, MessageSizeTooLargeError, TypeError, ValueError) as exc:
             # Bounded by construction, so this is a bug: say so loudly, and go on.
             self.counters["deadletter_failures"] += 1
             log.error("action dead letter could not be written", exc_info=exc, extra={"action": sink})
 
     def _scope(self, command: ActionCommand, **extra: dict[str, Any]) -> Scope:
-        return Scope(event=command.event, customer=self.pipeline.customer(command.customer_id),
+        return Scope(event=command.event, customer=self.row_store.customer(command.customer_id),
                      now=self.clock(), extra=extra)
 
     # -- webhook ----------------------------------------------------------------------------
@@ -261,7 +267,7 @@ class Sinks:
                 self._acks.finish(event)
                 return
             recommendation = self._recommend(command)
-            await self.pipeline.send(self.names.recommendations, command.customer_id, recommendation)
+            await self.publisher.send(self.names.recommendations, command.customer_id, recommendation)
             url = command.action.get("deliveryUrl")
             if not url:
                 self._remember("fire_recommend", command)
@@ -297,7 +303,7 @@ class Sinks:
             if self._done_before("enroll_journey", command):
                 return
             record = self._enroll(command)
-            await self.pipeline.send(self.names.enrollments, command.customer_id, record)
+            await self.publisher.send(self.names.enrollments, command.customer_id, record)
             self._remember("enroll_journey", command)
         except (ActionFailed, KeyError, TypeError, ValueError) as exc:
             await self._dead_letter("enroll_journey", message, command, self._reason(exc))
@@ -326,15 +332,15 @@ class Sinks:
         try:
             customer_id, journey_id, enrollment_id, status = _journey_event(message.value)
             if not self.pipeline.owned_here(message, customer_id):
-                await self.pipeline.send(self.names.rerouted, customer_id, json.dumps({
+                await self.publisher.send(self.names.rerouted, customer_id, json.dumps({
                     "kind": "journey_event", "value": (message.value or b"").decode()},
                     separators=(",", ":")).encode())
                 return
             self.end_enrollment(customer_id, journey_id, enrollment_id, status)
         except MalformedEvent as exc:
-            await self.pipeline.dead_letter(message, exc.reason)
+            await self.publisher.dead_letter(message, exc.reason)
         except Exception as exc:  # noqa: BLE001 - the safety net
-            await self.pipeline.record_failed(message, exc)
+            await self.publisher.record_failed(message, exc)
 
     async def on_rerouted_journey_event(self, data: dict[str, Any]) -> None:
         """Raises MalformedEvent for an envelope this engine did not write (the rerouted
@@ -363,7 +369,7 @@ class Sinks:
                 return
             table, values, depth = self._attribute_values(command)
             try:
-                await self.pipeline.write_row(table, command.customer_id, values, depth=depth,
+                await self.row_store.write(table, command.customer_id, values, depth=depth,
                                               firing_id=command.firing_id)
             except (Unstorable, RecordTooLarge) as exc:  # nothing was written
                 raise ActionFailed(str(exc)) from None

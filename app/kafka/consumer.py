@@ -30,7 +30,7 @@ record, moved only over records that were handed to the handler (see `_batch_han
 
 Written against faust-streaming 0.15.3, mode-streaming 0.7.1 and aiokafka 0.14.0, pinned exactly in
 pyproject.toml: `_drain_messages`, `_new_offset`, `_add_gap` and the attributes read here are
-internals a later version may change, which tests/unit/test_framework_internals.py detects.
+internals a later version may change, which tests/adapters/test_framework_internals.py detects.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ from typing import Protocol
 
 class RawRecord(Protocol):
     """A record as fetched (aiokafka's ConsumerRecord, or faust's Message): the timestamp is
-    in milliseconds, key and value are the bytes as produced."""
+    in milliseconds (seconds for a Message, whose handlers do not read it), key and value are the bytes as produced."""
 
     topic: str
     partition: int
     offset: int
-    timestamp: int
+    timestamp: float
     key: bytes | None
     value: bytes | None

@@ -430,7 +430,7 @@ def register_api(app: TriggerApp, pipeline: Pipeline, metrics: Metrics) -> None:
                 trigger = found
             now = pipeline.clock()
             event = dry_run_event(dry_run.event, trigger.definition.source, now)
-            customer = dry_run.customer if dry_run.customer_given else pipeline.customer(event.customer_id)
+            customer = dry_run.customer if dry_run.customer_given else pipeline.row_store.customer(event.customer_id)
             result = explain(trigger, event, customer, now)
             return self.json({**result, "action": public_action(result["action"]), "event": event.as_json(),
                               "customerFrom": "request" if dry_run.customer_given else "table"})

@@ -2,7 +2,7 @@
 
 faust hard-codes 1.5 s; a broker that holds each fetch for the whole wait (the embedded
 one does) would add up to that to every event's latency if the override silently stopped
-applying (tests/unit/test_framework_internals.py checks the names it relies on)."""
+applying (tests/adapters/test_framework_internals.py checks the names it relies on)."""
 
 from __future__ import annotations
 

@@ -904,21 +904,24 @@ class _App:
     def __init__(self) -> None:
         self.producer = _Producer()
 
-    def topic(self, *names: str, **options: Any) -> Any:
+    def raw_topic(self, *names: str) -> Any:
         return names
 
 
 def _make_pipeline(rows: _Table | None = None) -> tuple[Any, _Producer]:
     from app.agents.pipeline import Pipeline
+    from app.kafka.publisher import Publisher
     from app.metrics import Metrics
     from app.registry.catalogs import Catalogs
     from app.settings import Settings
+    from app.state.rows import RowStore
     from app.topics import Topics
 
     app = _App()
     topics = Topics()
-    pipeline = Pipeline(app, Settings(TRIGGERS_PARTITIONS=1), topics, Catalogs(topics), rows or _Table(),  # type: ignore[arg-type]
-                        _Table(), _Table(), Metrics(), clock=lambda: NOW)  # type: ignore[arg-type]
+    publisher = Publisher(lambda: app.producer, topics, Metrics(), lambda: NOW)
+    pipeline = Pipeline(app, Settings(TRIGGERS_PARTITIONS=1), topics, Catalogs(topics), publisher,  # type: ignore[arg-type]
+                        RowStore(rows or _Table(), publisher), _Table(), _Table(), Metrics(), clock=lambda: NOW)
     return pipeline, app.producer
 
 
@@ -946,7 +949,7 @@ async def test_an_unexpected_exception_dead_letters_the_record_and_the_next_one_
                                           _Raw("events.streaming", 0, 1, b"c-1", event)])
     letters = _sent(producer, "events.deadletter")
     assert [letter["reason"] for letter in letters] == ["RuntimeError: store unavailable"]
-    assert pipeline.counters["record_failures"] == 1 and pipeline.counters["events.streaming"] == 1
+    assert pipeline.publisher.counters["record_failures"] == 1 and pipeline.counters["events.streaming"] == 1
     assert _sent(producer, "events.schema") == []  # refused before anything was published
 
 
@@ -972,5 +975,5 @@ async def test_a_record_too_large_to_produce_is_refused_before_the_producer() ->
 
     pipeline, producer = _make_pipeline()
     with pytest.raises(RecordTooLarge):
-        await pipeline.send("events.schema", "c-1", {"blob": "x" * MAX_RECORD_BYTES})
+        await pipeline.publisher.send("events.schema", "c-1", {"blob": "x" * MAX_RECORD_BYTES})
     assert producer.sent == []

@@ -1,0 +1,1 @@
+"""Typed access to the per-customer state in faust's changelogged tables."""
