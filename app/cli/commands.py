@@ -17,6 +17,7 @@ from faust.utils import venusian
 from app.cli.config_files import KINDS, ConfigBundle, read_config
 from app.cli.row_files import read_rows
 from app.domain.definitions import compile_definition
+from app.domain.encoding import encode
 from app.domain.engine import explain
 from app.domain.intake import parse_event
 from app.domain.rows import RowLoad
@@ -172,16 +173,12 @@ async def publish(bundle: ConfigBundle) -> None:
         for kind in ("tables", "journeys", "decisionflows", "triggers"):
             id_field = KINDS[kind][1]
             for _where, item in bundle.definitions[kind]:
-                await producer.send(_topic_for(kind), key=item[id_field].encode(), value=_json(item))
+                await producer.send(_topic_for(kind), key=item[id_field].encode(), value=encode(item))
         for row in bundle.rows:
-            await producer.send(_topics().rows, key=row.customer_id.encode(), value=_json(_row_record(row)))
+            await producer.send(_topics().rows, key=row.customer_id.encode(), value=encode(_row_record(row)))
         await producer.flush()
     finally:
         await producer.stop()
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 @command(
@@ -202,7 +199,7 @@ async def send_event(self: AppCommand, event_json: str, topic: str | None, key: 
     await producer.start()
     try:
         target = topic or _topics().streaming
-        metadata = await producer.send_and_wait(target, key=key.encode(), value=_json(event))
+        metadata = await producer.send_and_wait(target, key=key.encode(), value=encode(event))
         print(f"sent to {target} partition {metadata.partition} offset {metadata.offset}")
     finally:
         await producer.stop()
@@ -269,7 +266,7 @@ async def rows(self: AppCommand, subcommand: str, paths: tuple[str, ...], table:
         for path in map(Path, paths):
             for _number, row in read_rows(path, table):
                 assert not isinstance(row, str)
-                await producer.send(_topics().rows, key=row.customer_id.encode(), value=_json(_row_record(row)))
+                await producer.send(_topics().rows, key=row.customer_id.encode(), value=encode(_row_record(row)))
                 sent += 1
                 if sent % 10_000 == 0:
                     print(f"… {sent} rows sent", flush=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import orjson
+
+from app.domain.encoding import encode
 
 # The producer refuses a record larger than its max request size (1,000,000 bytes by
 # default, batch overhead included) at send time. Every record the engine writes is checked
@@ -32,11 +33,6 @@ class RecordTooLarge(ValueError):
 
 class Unstorable(ValueError):
     """A value that parses as JSON but that the tables' codec cannot write."""
-
-
-def encode(value: Any) -> bytes:
-    """The engine's JSON for produced records: compact, UTF-8, no NaN."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def check_storable(value: Any) -> None:

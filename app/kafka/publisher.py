@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from app.domain.deadletters import MAX_RECORD_BYTES, RecordTooLarge, encode, event_dead_letter
+from app.domain.deadletters import MAX_RECORD_BYTES, RecordTooLarge, event_dead_letter
+from app.domain.encoding import encode
 from app.kafka.records import RawRecord
 from app.metrics import Metrics, reason_code
 from app.topics import Topics

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.domain.deadletters import check_storable, encode
+from app.domain.deadletters import check_storable
+from app.domain.encoding import encode
 from app.domain.rows import merge_row
 from app.domain.schema import CUSTOMERS
 from app.kafka.publisher import Publisher, check_size

@@ -21,6 +21,7 @@ from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
 from app.domain.definitions import CompiledTrigger, compile_definition
+from app.domain.encoding import encode
 from app.domain.engine import explain
 from app.domain.intake import load_unique_json, parse_event
 from app.domain.models import Event, Source
@@ -132,17 +133,12 @@ def prepare_events(data: Any, source: Source,
     return [item if item.get("id") else {**item, "id": new_id()} for item in items]
 
 
-def record_value(value: Any) -> bytes:
-    """A value as Pipeline.send serialises it."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
 def check_record_sizes(records: list[tuple[str, Any]], limit: int) -> None:
     """413 listing every record Kafka's producer would refuse as too large, before any is sent
     (the body limit alone does not ensure it: the producer's limit is a little lower)."""
     errors = []
     for index, (key, value) in enumerate(records):
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key.encode(), record_value(value), [])
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key.encode(), encode(value), [])
         if size > limit:
             errors.append({"index": index,
                            "error": f"the Kafka record would be {size} bytes; the limit is {limit} bytes"})
@@ -309,7 +305,7 @@ class Api:
             deliveries = []
             for key, value in records:
                 deliveries.append(await self.app.producer.send(
-                    topic, key.encode(), record_value(value), None, None, headers))
+                    topic, key.encode(), encode(value), None, None, headers))
                 published += 1
             await self.app.producer.flush()
             for delivery in deliveries:

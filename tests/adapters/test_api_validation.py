@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from app.domain.definitions import compile_definition
+from app.domain.encoding import encode
 from app.domain.models import Source
 from app.domain.secrets import ApiToken
 from app.web.api import (
@@ -26,7 +27,6 @@ from app.web.api import (
     public_action,
     public_errors,
     public_trigger,
-    record_value,
 )
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -100,10 +100,10 @@ def test_records_too_large_for_kafka_are_413_listing_every_index():
     assert "nothing was published" in error.body["error"]
 
 
-def test_record_value_is_compact_utf8_json():
-    assert record_value({"a": [1, 2], "b": "é"}) == '{"a":[1,2],"b":"é"}'.encode()
+def test_records_are_compact_utf8_json():
+    assert encode({"a": [1, 2], "b": "é"}) == '{"a":[1,2],"b":"é"}'.encode()
     with pytest.raises(ValueError):
-        record_value({"a": float("nan")})
+        encode({"a": float("nan")})
 
 
 # ------------------------------------------------------------------------------ events
