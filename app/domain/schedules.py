@@ -9,28 +9,6 @@ from croniter import croniter
 
 from app.domain.models import Schedule
 
-MAX_TICKS = 1000
-
-
-def ticks_between(schedule: Schedule, after: datetime, until: datetime) -> list[datetime]:
-    """Tick times (UTC) in (after, until], computed on the schedule's local wall clock.
-
-    Across DST changes a local time that does not exist (spring forward) runs at the
-    shifted instant, and a repeated local time (fall back) runs once.
-    """
-    zone = ZoneInfo(schedule.timezone)
-    # croniter keeps the start's UTC offset across DST changes, so iterate on naive local
-    # wall-clock times and attach the zone to each tick (fold=0: the first of a repeated time).
-    iterator = croniter(schedule.cron, after.astimezone(zone).replace(tzinfo=None))
-    ticks: list[datetime] = []
-    while len(ticks) < MAX_TICKS:
-        tick = iterator.get_next(datetime).replace(tzinfo=zone).astimezone(UTC)
-        if tick > until:
-            break
-        if tick > after and (not ticks or tick > ticks[-1]):
-            ticks.append(tick)
-    return ticks
-
 
 def latest_tick(schedule: Schedule, until: datetime) -> datetime:
     """The last tick at or before `until` (UTC), on the schedule's local wall clock."""

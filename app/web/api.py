@@ -30,9 +30,9 @@ from app.errors import InvalidDefinition, MalformedEvent
 from app.web.auth import Unauthorized, authenticate
 
 if TYPE_CHECKING:
-    from app.agents.pipeline import Pipeline
     from app.kafka.app import TriggerApp
     from app.metrics import Metrics
+    from app.state.rows import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,8 @@ class Api:
     """What the views need, bound once in register_api."""
 
     app: TriggerApp
-    pipeline: Pipeline
+    row_store: RowStore
+    clock: Callable[[], datetime]
     metrics: Metrics
     tokens: tuple[ApiToken, ...]
 
@@ -362,9 +363,9 @@ async def _read_bounded(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
         chunks.append(chunk)
 
 
-def register_api(app: TriggerApp, pipeline: Pipeline, metrics: Metrics) -> None:
+def register_api(app: TriggerApp, row_store: RowStore, clock: Callable[[], datetime], metrics: Metrics) -> None:
     """Add the API's pages to `app` (paths work with and without a trailing slash)."""
-    api = Api(app, pipeline, metrics, app.settings.api_tokens)
+    api = Api(app, row_store, clock, metrics, app.settings.api_tokens)
 
     def page(path: str, name: str, view: type[View]) -> None:
         for variant in (path, path + "/"):
@@ -424,9 +425,9 @@ def register_api(app: TriggerApp, pipeline: Pipeline, metrics: Metrics) -> None:
                     raise ApiError(404, f"no trigger {trigger_id!r}: save it first or send a 'definition'",
                                    triggerId=trigger_id)
                 trigger = found
-            now = pipeline.clock()
+            now = api.clock()
             event = dry_run_event(dry_run.event, trigger.definition.source, now)
-            customer = dry_run.customer if dry_run.customer_given else pipeline.row_store.customer(event.customer_id)
+            customer = dry_run.customer if dry_run.customer_given else api.row_store.customer(event.customer_id)
             result = explain(trigger, event, customer, now)
             return self.json({**result, "action": public_action(result["action"]), "event": event.as_json(),
                               "customerFrom": "request" if dry_run.customer_given else "table"})

@@ -32,6 +32,7 @@ from app.domain.definitions import (
 )
 from app.domain.expressions import Expression, Scope, parse_expression
 from app.domain.intake import MAX_ID_LENGTH, RESERVED, load_json, parse_cdc_event, parse_event
+from app.domain.internal_records import Tick, read_tick
 from app.domain.models import ID_PATTERN, ActionCommand, Event, EventEnvelope, Source
 from app.domain.rows import RowLoad, parse_row_load
 from app.domain.schedules import tick_to_run
@@ -99,10 +100,10 @@ def finishes_within(code: str, seconds: float) -> bool:
 
 
 def forwarded(work: Event | RowLoad) -> bytes:
-    """The record the pipeline re-publishes for a message owned by another worker."""
-    from app.agents import pipeline
+    """The record intake re-publishes for a message owned by another worker."""
+    from app.domain.internal_records import envelope
 
-    return pipeline._envelope(work)
+    return envelope(work)
 
 
 def fired(event: Event) -> bytes:
@@ -832,33 +833,27 @@ def test_huge_row_loads_and_commands_are_cut_in_their_dead_letters() -> None:
     assert len(encode_record(action)) < MAX_RECORD_BYTES
 
 
-def _pipeline_functions() -> Any:
-    from app.agents import pipeline
-
-    return pipeline
-
-
 @pytest.mark.parametrize("raw", [None, b"", b"\xff\xfe", b"[]", b'{"triggerId": 5, "scheduledAt": "x"}',
                                  b'{"triggerId": "t", "scheduledAt": "soon"}',
                                  b'{"triggerId": "t", "scheduledAt": "2024-05-01T12:00:00"}',
                                  b'{"triggerId": "t", "scheduledAt": 18446744073709551616}'])
 def test_malformed_ticks_are_refused_with_a_reason(raw: bytes | None) -> None:
     with pytest.raises(MalformedEvent):
-        _pipeline_functions()._tick(raw)
+        read_tick(raw)
 
 
 def test_a_tick_as_the_scheduler_writes_it_is_read() -> None:
     raw = json.dumps({"triggerId": "t", "scheduledAt": NOW.isoformat()}).encode()
-    assert _pipeline_functions()._tick(raw) == ("t", NOW)
+    assert read_tick(raw) == Tick("t", NOW)
 
 
 @given(st.binary(max_size=64))
 @FUZZ_SMALL
 def test_arbitrary_tick_bytes_are_read_or_refused_with_malformed_event(raw: bytes) -> None:
-    attempt(lambda: _pipeline_functions()._tick(raw), MalformedEvent)
+    attempt(lambda: read_tick(raw), MalformedEvent)
 
 
-# A pipeline over in-memory doubles (unit tests only): what the batch handlers do per record.
+# Intake over in-memory doubles (unit tests only): what the batch handlers do per record.
 
 @_dataclass
 class _Raw:
@@ -870,21 +865,19 @@ class _Raw:
     timestamp: int = 1_714_564_800_000
 
 
-class _Table:
+class _Table(dict[str, Any]):
     def __init__(self, refuse: bool = False) -> None:
-        self.data: dict[str, Any] = {}
+        super().__init__()
         self.refuse = refuse
+
+    @property
+    def data(self) -> _Table:
+        return self
 
     def __setitem__(self, key: str, value: Any) -> None:
         if self.refuse:
             raise RuntimeError("store unavailable")
-        self.data[key] = value
-
-    def pop(self, key: str, default: Any = None) -> Any:
-        return self.data.pop(key, default)
-
-    def items(self) -> Any:
-        return self.data.items()
+        super().__setitem__(key, value)
 
 
 class _Producer:
@@ -900,16 +893,10 @@ class _Producer:
         return done
 
 
-class _App:
-    def __init__(self) -> None:
-        self.producer = _Producer()
-
-    def raw_topic(self, *names: str) -> Any:
-        return names
-
-
-def _make_pipeline(rows: _Table | None = None) -> tuple[Any, _Producer]:
-    from app.agents.pipeline import Pipeline
+def _make_intake(rows: _Table | None = None) -> tuple[Any, _Producer]:
+    from app.evaluation.evaluator import Evaluator
+    from app.intake.row_loads import RowLoads
+    from app.intake.sources import SourceIntake
     from app.kafka.publisher import Publisher
     from app.metrics import Metrics
     from app.registry.catalogs import Catalogs
@@ -917,12 +904,14 @@ def _make_pipeline(rows: _Table | None = None) -> tuple[Any, _Producer]:
     from app.state.rows import RowStore
     from app.topics import Topics
 
-    app = _App()
-    topics = Topics()
-    publisher = Publisher(lambda: app.producer, topics, Metrics(), lambda: NOW)
-    pipeline = Pipeline(app, Settings(TRIGGERS_PARTITIONS=1), topics, Catalogs(topics), publisher,  # type: ignore[arg-type]
-                        RowStore(rows or _Table(), publisher), _Table(), _Table(), Metrics(), clock=lambda: NOW)
-    return pipeline, app.producer
+    producer = _Producer()
+    topics, catalogs, metrics = Topics(), Catalogs(Topics()), Metrics()
+    publisher = Publisher(lambda: producer, topics, metrics, lambda: NOW)
+    row_store = RowStore(rows if rows is not None else _Table(), publisher)  # type: ignore[arg-type]
+    evaluator = Evaluator(topics, catalogs.triggers, publisher, row_store, _Table(), metrics,  # type: ignore[arg-type]
+                          lambda: NOW)
+    row_loads = RowLoads(topics, catalogs.tables, row_store, publisher, metrics, lambda: NOW)
+    return SourceIntake(Settings(TRIGGERS_PARTITIONS=1), topics, evaluator, row_loads, publisher), producer
 
 
 def _sent(producer: _Producer, topic: str) -> list[dict[str, Any]]:
@@ -930,26 +919,26 @@ def _sent(producer: _Producer, topic: str) -> list[dict[str, Any]]:
 
 
 async def test_a_row_load_with_an_unstorable_number_is_dead_lettered_and_the_next_one_loads() -> None:
-    pipeline, producer = _make_pipeline()
+    intake, producer = _make_intake()
     bad = json.dumps({"customerId": "c-1", "attributes": {"n": 18446744073709551616}}).encode()
     good = json.dumps({"customerId": "c-1", "attributes": {"n": 5}}).encode()
-    await pipeline.on_source_batch(None, [_Raw("schema.rows", 0, 0, b"c-1", bad),
+    await intake.on_source_batch(None, [_Raw("schema.rows", 0, 0, b"c-1", bad),
                                           _Raw("schema.rows", 0, 1, b"c-1", good)])
     letters = _sent(producer, "events.deadletter")
     assert len(letters) == 1 and "64-bit" in letters[0]["reason"]
     assert (letters[0]["topic"], letters[0]["offset"]) == ("schema.rows", 0)
-    assert pipeline.rows.data["customers|c-1"]["n"] == 5
+    assert intake.row_loads.row_store.rows.data["customers|c-1"]["n"] == 5
 
 
 async def test_an_unexpected_exception_dead_letters_the_record_and_the_next_one_is_handled() -> None:
-    pipeline, producer = _make_pipeline(rows=_Table(refuse=True))
+    intake, producer = _make_intake(rows=_Table(refuse=True))
     load = json.dumps({"customerId": "c-1", "attributes": {"n": 1}}).encode()
     event = json.dumps({"type": "t", "customerId": "c-1"}).encode()
-    await pipeline.on_source_batch(None, [_Raw("schema.rows", 0, 0, b"c-1", load),
+    await intake.on_source_batch(None, [_Raw("schema.rows", 0, 0, b"c-1", load),
                                           _Raw("events.streaming", 0, 1, b"c-1", event)])
     letters = _sent(producer, "events.deadletter")
     assert [letter["reason"] for letter in letters] == ["RuntimeError: store unavailable"]
-    assert pipeline.publisher.counters["record_failures"] == 1 and pipeline.counters["events.streaming"] == 1
+    assert intake.publisher.counters["record_failures"] == 1 and intake.evaluator.counters["events.streaming"] == 1
     assert _sent(producer, "events.schema") == []  # refused before anything was published
 
 
@@ -958,9 +947,9 @@ async def test_an_unexpected_exception_dead_letters_the_record_and_the_next_one_
                                  b'{"kind": "event", "event": {"id": "x"}}', b'{"kind": "nope"}',
                                  b'{"kind": "journey_event", "value": 5}', b'{"kind": {"a": 1}}'])
 async def test_a_record_on_the_rerouted_topic_that_is_not_an_envelope_is_dead_lettered(raw: bytes | None) -> None:
-    pipeline, producer = _make_pipeline()
-    pipeline.rerouted_handlers["journey_event"] = _refuse_journey_value
-    await pipeline.on_rerouted_batch(None, [_Raw("triggers.internal.rerouted", 0, 3, b"c-1", raw)])
+    intake, producer = _make_intake()
+    intake.register_rerouted("journey_event", _refuse_journey_value)
+    await intake.on_rerouted_batch(None, [_Raw("triggers.internal.rerouted", 0, 3, b"c-1", raw)])
     letters = _sent(producer, "events.deadletter")
     assert len(letters) == 1 and letters[0]["offset"] == 3 and letters[0]["reason"]
 
@@ -973,7 +962,7 @@ async def _refuse_journey_value(data: dict[str, Any]) -> None:
 async def test_a_record_too_large_to_produce_is_refused_before_the_producer() -> None:
     from app.domain.deadletters import RecordTooLarge
 
-    pipeline, producer = _make_pipeline()
+    intake, producer = _make_intake()
     with pytest.raises(RecordTooLarge):
-        await pipeline.publisher.send("events.schema", "c-1", {"blob": "x" * MAX_RECORD_BYTES})
+        await intake.publisher.send("events.schema", "c-1", {"blob": "x" * MAX_RECORD_BYTES})
     assert producer.sent == []

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.agents.pipeline import tick_event
 from app.domain.definitions import compile_definition
 from app.domain.engine import evaluate_scheduled
+from app.domain.internal_records import Tick
 from app.domain.models import Schedule
-from app.domain.schedules import tick_to_run, ticks_between
+from app.domain.schedules import latest_tick, tick_to_run
 
 
 def schedule(cron: str, timezone: str = "UTC") -> Schedule:
@@ -35,8 +35,16 @@ def utc(*parts: int) -> datetime:
         utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]),
     ("0 0 * * 1", "UTC", utc(2026, 11, 24), utc(2026, 12, 8), [utc(2026, 11, 30), utc(2026, 12, 7)]),
 ])
-def test_ticks_between(cron: str, zone: str, after: datetime, until: datetime, expected: list[datetime]) -> None:
-    assert ticks_between(schedule(cron, zone), after, until) == expected
+def test_latest_tick_on_a_clock_checking_every_minute(cron: str, zone: str, after: datetime, until: datetime,
+                                                      expected: list[datetime]) -> None:
+    """The ticks a clock asking every minute of (after, until] sees, each once, DST changes included."""
+    checks = [after + timedelta(minutes=n) for n in range(1, int((until - after) / timedelta(minutes=1)) + 1)]
+    seen: list[datetime] = []
+    for now in [*checks, until]:
+        tick = latest_tick(schedule(cron, zone), now)
+        if tick > after and tick not in seen:
+            seen.append(tick)
+    assert seen == expected
 
 
 def test_daily_and_weekly_shorthands() -> None:
@@ -79,19 +87,19 @@ TICK = utc(2026, 1, 1, 9)
     ({"tier": "gold"}, False),
 ])
 def test_scheduled_audience_is_filtered_on_the_customer_row(row: dict[str, str], fires: bool) -> None:
-    event = tick_event("winback", TICK, "c-1")
+    event = Tick("winback", TICK).event_for("c-1")
     result = evaluate_scheduled(SCHEDULED, event, row, lambda _: None, TICK + timedelta(seconds=1))
     assert bool(result.firings) is fires
 
 
 def test_tick_events_give_each_customer_its_own_firing_and_respect_cooldown() -> None:
-    first = evaluate_scheduled(SCHEDULED, tick_event("winback", TICK, "c-1"), {"country": "DE", "tier": "gold"},
+    first = evaluate_scheduled(SCHEDULED, Tick("winback", TICK).event_for("c-1"), {"country": "DE", "tier": "gold"},
                                lambda _: None, TICK)
-    other = evaluate_scheduled(SCHEDULED, tick_event("winback", TICK, "c-2"), {"country": "DE", "tier": "gold"},
+    other = evaluate_scheduled(SCHEDULED, Tick("winback", TICK).event_for("c-2"), {"country": "DE", "tier": "gold"},
                                lambda _: None, TICK)
     assert first.firings[0].firing_id != other.firings[0].firing_id
     mark = first.cooldown_marks["winback"]
-    again = evaluate_scheduled(SCHEDULED, tick_event("winback", TICK + timedelta(minutes=30), "c-1"),
+    again = evaluate_scheduled(SCHEDULED, Tick("winback", TICK + timedelta(minutes=30)).event_for("c-1"),
                                {"country": "DE", "tier": "gold"}, lambda _: mark, TICK + timedelta(minutes=30))
     assert again.firings == [] and again.cooled_down == ["winback"]
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from faust.types import TopicT
 
+from app.domain.internal_records import Tick
 from app.domain.models import Source
 from app.domain.schedules import tick_to_run
 from app.registry.catalogs import TriggerCatalog
@@ -16,15 +16,15 @@ from app.registry.catalogs import TriggerCatalog
 log = logging.getLogger(__name__)
 
 
-class Scheduler:
+class ScheduleClock:
     """Runs on the group leader only. Its memory of what it checked is lost with leadership;
     a new leader looks back the catch-up window, and a tick published twice is ignored by
-    the partitions that already ran it (see Pipeline.on_tick)."""
+    the partitions that already ran it (see app/scheduling/ticks.py)."""
 
-    def __init__(self, triggers: TriggerCatalog, ticks: TopicT, partitions: int, catch_up: timedelta,
+    def __init__(self, triggers: TriggerCatalog, channel: TopicT, partitions: int, catch_up: timedelta,
                  clock: Callable[[], datetime]) -> None:
         self.triggers = triggers
-        self.ticks = ticks
+        self.channel = channel  # the ticks topic
         self.partitions = partitions
         self.catch_up = catch_up
         self.clock = clock
@@ -52,11 +52,12 @@ class Scheduler:
                 continue
             self.checked_until[trigger.id] = now
             if tick is not None:
-                await self._publish(trigger.id, tick)
+                await self._publish(Tick(trigger.id, tick))
         self._first_pass = False
 
-    async def _publish(self, trigger_id: str, tick: datetime) -> None:
-        value = json.dumps({"triggerId": trigger_id, "scheduledAt": tick.isoformat()}).encode()
+    async def _publish(self, tick: Tick) -> None:
+        value = tick.record()
         for partition in range(self.partitions):
-            await self.ticks.send(key=trigger_id.encode(), value=value, partition=partition)
-        log.info("schedule tick published", extra={"triggerId": trigger_id, "scheduledAt": tick.isoformat()})
+            await self.channel.send(key=tick.trigger_id.encode(), value=value, partition=partition)
+        log.info("schedule tick published", extra={"triggerId": tick.trigger_id,
+                                                   "scheduledAt": tick.scheduled_at.isoformat()})

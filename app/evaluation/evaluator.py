@@ -1,0 +1,112 @@
+"""Evaluating one event: candidates, the engine's decision with the row read on demand, then
+cooldown marks stored and each firing emitted as its action command and its firing record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+
+from app.domain.cooldown import CooldownMark
+from app.domain.deadletters import MAX_RECORD_BYTES, action_dead_letter
+from app.domain.encoding import encode
+from app.domain.engine import Evaluation, evaluate
+from app.domain.models import ActionCommand, Event, Source
+from app.kafka.publisher import Publisher
+from app.metrics import Metrics
+from app.registry.catalogs import TriggerCatalog
+from app.state.rows import RowStore
+from app.state.tables import Table, cooldown_key, stored
+from app.topics import Topics
+
+log = logging.getLogger(__name__)
+
+_EVENTS_COUNTER = {source: f"events.{source.value}" for source in Source}
+
+
+class Evaluator:
+    """Decides for events (intake's) and applies decisions (intake's and scheduled ticks')."""
+
+    def __init__(self, topics: Topics, triggers: TriggerCatalog, publisher: Publisher, row_store: RowStore,
+                 cooldowns: Table, metrics: Metrics, clock: Callable[[], datetime]) -> None:
+        self.topics = topics
+        self.triggers = triggers
+        self.publisher = publisher
+        self.row_store = row_store
+        self.cooldowns = cooldowns
+        self.metrics = metrics
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+
+    async def evaluate(self, event: Event) -> None:
+        result = self.evaluate_now(event)
+        if result is not None:
+            await self.apply(event, result)
+
+    def evaluate_now(self, event: Event) -> Evaluation | None:
+        """The decision for one event, without I/O; None when it leaves nothing to write."""
+        self.counters[_EVENTS_COUNTER[event.source]] += 1
+        self.metrics.events_in.inc(event.source)
+        index = self.triggers.index
+        if not index.candidates(event.source, event.type):
+            return None  # most events match no trigger: skip the state reads entirely
+        started = time.perf_counter()
+        result = evaluate(index, event, partial(self.row_store.customer, event.customer_id),
+                          lambda trigger_id: self.cooldown(trigger_id, event.customer_id), self.clock())
+        self.metrics.evaluation_seconds.observe(time.perf_counter() - started)
+        if result.budget_exhausted:  # its skipped triggers are condition errors too
+            self.counters["evaluation_budget_exhausted"] += 1
+        if result.firings or result.condition_errors or result.cooled_down:
+            return result
+        return None
+
+    def cooldown(self, trigger_id: str, customer_id: str) -> CooldownMark | None:
+        mark = stored(self.cooldowns, cooldown_key(trigger_id, customer_id))
+        return CooldownMark.from_json(mark) if mark else None
+
+    async def apply(self, event: Event, result: Evaluation) -> None:
+        """Store the cooldown marks, then emit the firings in order. A firing too large to
+        produce is refused first, so its cooldown is not stored either."""
+        self._count(event, result)
+        firings: list[tuple[ActionCommand, bytes]] = []
+        refused: set[str] = set()
+        for command in result.firings:
+            value = encode(command.to_json())
+            if len(value) + len(command.customer_id) > MAX_RECORD_BYTES:
+                refused.add(command.trigger_id)
+                await self._refuse_firing(command, len(value))
+            else:
+                firings.append((command, value))
+        for trigger_id, mark in result.cooldown_marks.items():
+            if trigger_id not in refused:
+                self.cooldowns[cooldown_key(trigger_id, event.customer_id)] = mark.to_json()
+        for command, value in firings:
+            await self._emit(command, value)
+
+    def _count(self, event: Event, result: Evaluation) -> None:
+        for trigger_id, error in result.condition_errors:
+            self.counters["condition_errors"] += 1
+            self.metrics.condition_errors.labels(trigger_id).inc()
+            log.debug("condition error", extra={"triggerId": trigger_id, "eventId": event.id, "error": error})
+        self.counters["cooled_down"] += len(result.cooled_down)
+
+    async def _refuse_firing(self, command: ActionCommand, size: int) -> None:
+        reason = f"firing is {size} bytes, more than the {MAX_RECORD_BYTES}-byte record limit"
+        self.counters["firings_refused"] += 1
+        self.metrics.dead_letters.labels(self.topics.actions_deadletter, "firing_too_large").inc()
+        log.warning("firing refused", extra={"triggerId": command.trigger_id, "firingId": command.firing_id,
+                                             "reason": reason})
+        await self.publisher.send(self.topics.actions_deadletter, command.customer_id, action_dead_letter(
+            command.action_type, reason, self.clock().isoformat(), [], command.to_json(), None))
+
+    async def _emit(self, command: ActionCommand, value: bytes) -> None:
+        """The action command first, then its record on `triggers.firings`."""
+        await self.publisher.send(self.topics.action(command.action_type), command.customer_id, value)
+        await self.publisher.send(self.topics.firings, command.customer_id, value)
+        self.counters["firings"] += 1
+        self.metrics.firings.labels(command.trigger_id, command.action_type).inc()
+        log.debug("trigger fired", extra={"triggerId": command.trigger_id, "customerId": command.customer_id,
+                                         "firingId": command.firing_id, "action": command.action_type})
