@@ -35,3 +35,7 @@ class MalformedEvent(TriggerEngineError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ActionFailed(TriggerEngineError):
+    """An action command that cannot be performed; it goes to `actions.deadletter` with this reason."""

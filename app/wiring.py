@@ -3,19 +3,32 @@ every decision lives in the modules it wires."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from app.agents.pipeline import Pipeline
-from app.agents.scheduler import Scheduler
-from app.agents.sinks import Sinks
+from app.actions import PERFORMERS
+from app.actions.deadletters import ActionDeadLetters
+from app.actions.delivery.dispatch import Dispatcher
+from app.actions.delivery.http import HttpDelivery
+from app.actions.journey_events import JourneyEvents
+from app.actions.performer import ActionServices
+from app.actions.sink import Sink
+from app.domain.journey_events import REROUTED_KIND
 from app.domain.webhooks import RetryPolicy
+from app.evaluation.evaluator import Evaluator
+from app.intake.row_loads import RowLoads
+from app.intake.sources import SourceIntake
 from app.kafka.app import TriggerApp, one_by_one
 from app.kafka.publisher import Publisher
 from app.kafka.transport import QuietMonitor
 from app.logs import logging_config
 from app.metrics import Metrics
+from app.registry.reports import DefinitionReports
+from app.scheduling.clock import ScheduleClock
+from app.scheduling.ticks import ScheduledTicks
 from app.settings import Settings
-from app.sinks.http import HttpDelivery
+from app.state.enrollments import EnrollmentStore
+from app.state.performed import PerformedLog
 from app.state.rows import RowStore
 from app.web.api import register_api
 from app.web.health import register_health
@@ -31,40 +44,58 @@ def build(settings: Settings) -> TriggerApp:
     row_store = RowStore(tables["rows"], publisher)
 
     # -- intake and evaluation ---------------------------------------------------------------
-    pipeline = Pipeline(app, settings, app.topic_names, app.catalogs, publisher, row_store,
-                        tables["cooldowns"], tables["ticks"], metrics, clock)
-    app.consume_in_batches(pipeline.source_topic, pipeline.on_source_batch)
-    app.consume_in_batches(pipeline.rerouted_topic, pipeline.on_rerouted_batch)
-    app.consume_each(pipeline.ticks_topic, "schedule-ticks", pipeline.on_tick, publisher.record_failed)
+    topics = app.topic_names
+    evaluator = Evaluator(topics, app.catalogs.triggers, publisher, row_store, tables["cooldowns"], metrics, clock)
+    row_loads = RowLoads(topics, app.catalogs.tables, row_store, publisher, metrics, clock)
+    intake = SourceIntake(settings, topics, evaluator, row_loads, publisher)
+    app.consume_in_batches(app.raw_topic(*intake.source_topics), intake.on_source_batch)
+    app.consume_in_batches(app.raw_topic(topics.rerouted), intake.on_rerouted_batch)
+    reports = DefinitionReports(topics, app.catalogs, publisher, clock)
     # Not gated: invalid definitions are reported even by an unlicensed worker.
-    app.consume_each(pipeline.definitions_topic, "definition-errors", pipeline.on_definition_message,
-                     pipeline.definition_report_failed, gated=False)
+    app.consume_each(app.raw_topic(*topics.definition_topics), "definition-errors", reports.on_definition_message,
+                     reports.report_failed, gated=False)
 
     # -- scheduling --------------------------------------------------------------------------
-    scheduler = Scheduler(app.catalogs.triggers, pipeline.ticks_topic, settings.partitions,
-                          timedelta(minutes=settings.schedule_catch_up_minutes), clock)
+    ticks_channel = app.raw_topic(topics.ticks)
+    ticks = ScheduledTicks(settings.partitions, app.catalogs.triggers, evaluator, row_store.rows, tables["ticks"],
+                           publisher)
+    app.consume_each(ticks_channel, "schedule-ticks", ticks.on_tick, publisher.record_failed)
+    schedule = ScheduleClock(app.catalogs.triggers, ticks_channel, settings.partitions,
+                             timedelta(minutes=settings.schedule_catch_up_minutes), clock)
 
     @app.timer(interval=1.0, on_leader=True)  # type: ignore[untyped-decorator]
     async def schedule_clock() -> None:
         if app.may_evaluate():
-            await scheduler.publish_due_ticks()
+            await schedule.publish_due_ticks()
 
     # -- actions -----------------------------------------------------------------------------
     http = HttpDelivery(
         RetryPolicy(max_attempts=settings.webhook_max_attempts, base_delay_s=settings.webhook_base_delay_s,
                     max_delay_s=settings.webhook_max_delay_s),
         timeout_s=settings.webhook_timeout_s, allow_private=settings.allow_private_urls)
-    sinks = Sinks(app, settings, app.topic_names, app.catalogs, pipeline, publisher, row_store,
-                  tables["performed"], tables["enrollments"], http, clock)
-    app.consume_in_batches(sinks.topics["enroll_journey"], one_by_one(sinks.on_enroll_journey))
-    app.consume_in_batches(sinks.topics["update_attribute"], one_by_one(sinks.on_update_attribute))
-    app.consume_in_batches(sinks.journey_events_topic, one_by_one(sinks.on_journey_event))
-    app.consume_acking_itself(sinks.topics["webhook"], "sink-webhook", sinks.on_webhook)
-    app.consume_acking_itself(sinks.topics["fire_recommend"], "sink-fire-recommend", sinks.on_fire_recommend)
+    dispatcher = Dispatcher(http, metrics, settings.webhook_max_in_flight, settings.webhook_per_endpoint_concurrency,
+                            settings.webhook_per_endpoint_backlog)
+    action_counters: Counter[str] = Counter()
+    enrollments = EnrollmentStore(tables["enrollments"])
+    services = ActionServices(settings, app.topic_names, app.catalogs, publisher, row_store, enrollments, clock)
+    performed = PerformedLog(tables["performed"], timedelta(days=settings.dedup_retention_days),
+                             settings.dedup_max_per_customer, clock)
+    dead_letters = ActionDeadLetters(publisher, metrics, action_counters, clock)
+    for performer in PERFORMERS:
+        sink = Sink(performer(services), performed, dead_letters, dispatcher, metrics, action_counters)
+        channel = app.raw_topic(app.topic_names.action(performer.action_type))
+        if performer.delivers_over_http:
+            app.consume_acking_itself(channel, "sink-" + performer.action_type.replace("_", "-"), sink.on_event)
+        else:
+            app.consume_in_batches(channel, one_by_one(sink.on_record))
+    journey_events = JourneyEvents(enrollments, publisher, settings.partitions, action_counters, clock)
+    app.consume_in_batches(app.raw_topic(app.topic_names.journey_events), one_by_one(journey_events.on_record))
+    intake.register_rerouted(REROUTED_KIND, journey_events.on_rerouted)
 
     # -- web ---------------------------------------------------------------------------------
-    register_health(app, lambda: publisher.counters + pipeline.counters + sinks.counters, sinks.backlog)
-    register_api(app, pipeline, metrics)
+    register_health(app, lambda: (publisher.counters + intake.counters + row_loads.counters + evaluator.counters
+                                  + action_counters), dispatcher.backlog)
+    register_api(app, row_store, clock, metrics)
     return app
 
 

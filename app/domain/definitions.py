@@ -28,7 +28,6 @@ class CompiledTrigger:
 
     definition: TriggerDefinition
     conditions: tuple[Expression, ...]
-    attributes: dict[str, Expression]
     # The action as action commands carry it, and the filters as one check: built once.
     command_action: dict[str, Any] = field(init=False, repr=False, compare=False)
     passes_filters: FilterCheck = field(init=False, repr=False, compare=False)
@@ -80,10 +79,9 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
     conditions = _parse_all("conditions", definition.conditions, errors)
     if (too_costly := cost_error("conditions", conditions)) is not None:
         errors.append(too_costly)
-    attributes: dict[str, Expression] = {}
     if isinstance(definition.action, UpdateAttributeAction):
+        # Checked here, parsed again by the update_attribute action from the command's texts.
         parsed = _parse_all("action.attributes", list(definition.action.attributes.values()), errors)
-        attributes = dict(zip(definition.action.attributes, parsed, strict=False))
         if (too_costly := cost_error("action.attributes", parsed)) is not None:
             errors.append(too_costly)
     if isinstance(definition.action, WebhookAction) and definition.action.payload is not None:
@@ -91,7 +89,7 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
         errors.extend(f"action.payload: {error}" for error in payload_limit_errors(payload) or template_errors(payload))
     if errors:
         raise InvalidDefinition(definition.id, errors)
-    return CompiledTrigger(definition, tuple(conditions), attributes)
+    return CompiledTrigger(definition, tuple(conditions))
 
 
 def payload_limit_errors(payload: Any) -> list[str]:

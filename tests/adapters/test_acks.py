@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.agents.acks import InOrderAcks
+from app.actions.delivery.acks import InOrderAcks
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+from app.actions.delivery.http import HttpDelivery
 from app.domain.webhooks import RetryPolicy
-from app.sinks.http import HttpDelivery
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -82,6 +82,6 @@ def test_every_log_line_is_masked(json_lines: bool) -> None:
 
 
 def test_a_delivery_endpoint_named_in_reasons_carries_no_credentials() -> None:
-    from app.agents.sinks import _endpoint
+    from app.actions.delivery.dispatch import endpoint
 
-    assert _endpoint("https://user:pa55@hooks.example:8443/in?api_key=k-1#f") == "https://hooks.example:8443/in"
+    assert endpoint("https://user:pa55@hooks.example:8443/in?api_key=k-1#f") == "https://hooks.example:8443/in"

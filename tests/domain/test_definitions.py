@@ -83,15 +83,14 @@ def test_defaults():
     assert d.action.deduplication is Deduplication.SKIP_IF_ACTIVE
 
 
-def test_update_attribute_defaults_to_customers_table_and_parses_attributes():
+def test_update_attribute_defaults_to_customers_table_and_commands_carry_the_attribute_texts():
     trigger = compile_definition(
         definition(action={"type": "update_attribute",
                            "attributes": {"tier": "'gold'", "lastBigAmount": "event.amount"}})
     )
     assert isinstance(trigger.definition.action, UpdateAttributeAction)
     assert trigger.definition.action.table == "customers"
-    assert {name: e.text for name, e in trigger.attributes.items()} == {
-        "tier": "'gold'", "lastBigAmount": "event.amount"}
+    assert trigger.command_action["attributes"] == {"tier": "'gold'", "lastBigAmount": "event.amount"}
 
 
 @pytest.mark.parametrize(

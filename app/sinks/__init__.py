@@ -1,1 +1,0 @@
-"""Delivery mechanics: outbound HTTP."""
