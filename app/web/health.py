@@ -29,8 +29,7 @@ def health_report(app: TriggerApp, counters: Counter[str], deliveries: dict[str,
     streaming = app.topic_names.streaming
     assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == streaming)
     loaded = app.registry.loaded.is_set()
-    settled = app.rebalanced_once and not app.rebalancing and not app.in_recovery
-    status = "ok" if loaded and settled else "starting"
+    status = "ok" if loaded and app.settled() else "starting"
     if not app.settings.licensed:
         status = "unlicensed"
     answered = app.registry.broker_answered_at
