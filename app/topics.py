@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from app.domain.models import ACTION_TYPES
 from app.errors import TriggerEngineError
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ACTION_TYPES = ("enroll_journey", "fire_recommend", "webhook", "update_attribute")
 
 
 class TopicMismatch(TriggerEngineError):

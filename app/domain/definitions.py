@@ -14,7 +14,7 @@ from app.domain.expressions import Expression, cost_error, parse_expression
 from app.domain.filters import FilterCheck, compile_filters
 from app.domain.intake import DuplicateKeys, check_json_value, load_unique_json
 from app.domain.journeys import JourneyDefinition
-from app.domain.models import TriggerDefinition, UpdateAttributeAction, WebhookAction
+from app.domain.models import ACTION_TYPES, TriggerDefinition, UpdateAttributeAction, WebhookAction
 from app.domain.schema import SchemaTable
 from app.domain.webhooks import template_errors
 from app.errors import InvalidDefinition, InvalidExpression
@@ -166,7 +166,7 @@ def _pydantic_errors(exc: ValidationError) -> list[str]:
     return messages
 
 
-_ACTION_TYPES = frozenset({"enroll_journey", "fire_recommend", "webhook", "update_attribute"})
+_ACTION_TYPES = frozenset(ACTION_TYPES)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -135,6 +135,11 @@ Action = Annotated[
     EnrollJourneyAction | FireRecommendAction | WebhookAction | UpdateAttributeAction,
     Field(discriminator="type"),
 ]
+
+# Every action type, read off the union above: a new type is a model added there (and its
+# performer in app/actions/), and the topics and messages follow.
+ACTION_TYPES: tuple[str, ...] = tuple(
+    get_args(model.model_fields["type"].annotation)[0] for model in get_args(get_args(Action)[0]))
 
 FilterScalar = str | int | float | bool | None
 

@@ -79,3 +79,12 @@ def test_importing_app_main_builds_nothing_and_reads_no_settings() -> None:
              "assert app.settings.get_settings.cache_info().currsize == 0, 'settings were read'\n"
              "assert app.main._app.cache_info().currsize == 0, 'the app was built'\n")
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=APP.parent)
+
+
+def test_every_action_type_has_one_performer_and_a_topic() -> None:
+    from app.actions import PERFORMERS
+    from app.domain.models import ACTION_TYPES
+    from app.topics import Topics
+
+    assert sorted(p.action_type for p in PERFORMERS) == sorted(ACTION_TYPES)
+    assert {Topics().action(t) for t in ACTION_TYPES} <= {spec.name for spec in Topics().specs()}
