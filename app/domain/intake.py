@@ -25,7 +25,7 @@ def parse_event(raw: bytes | None, source: Source, fallback_id: str, arrival: da
     `fallback_id` must be stable for this message (topic, partition, offset) so a
     replayed message gets the same event id and therefore the same firingIds.
     """
-    data = _json_object(raw)
+    data = json_object(raw)
     event_type: Any = data.get("type")
     customer_id: Any = data.get("customerId")
     event_id: Any = data.get("id")
@@ -55,7 +55,7 @@ def parse_cdc_event(raw: bytes | None, fallback_id: str, arrival: datetime,
     The event's fields are the row's columns (after the change, or before a delete)
     plus `table`, `op`, `before` and `after`; its type is `<table>.<insert|update|delete>`.
     """
-    data = _json_object(raw)
+    data = json_object(raw)
     if "payload" in data and isinstance(data["payload"], dict):
         data = data["payload"]
     operation = _CDC_OPERATIONS.get(str(data.get("op")))
@@ -228,7 +228,8 @@ def _plain(raw: bytes) -> bool:
     return shape.count(b"[") <= MAX_JSON_DEPTH and _LONG_DIGITS not in shape
 
 
-def _json_object(raw: bytes | None) -> dict[str, Any]:
+def json_object(raw: bytes | None, what: str = "an event") -> dict[str, Any]:
+    """`raw` as a JSON object, or MalformedEvent saying why not (`what` names the record)."""
     if raw is None:
         raise MalformedEvent("empty message (null value)")
     try:
@@ -236,7 +237,7 @@ def _json_object(raw: bytes | None) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:
         raise MalformedEvent(f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise MalformedEvent(f"an event is a JSON object, not {type(data).__name__}")
+        raise MalformedEvent(f"{what} is a JSON object, not {type(data).__name__}")
     return data
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.domain.encoding import encode
-from app.domain.intake import load_json
+from app.domain.intake import json_object
 from app.domain.models import Event, EventEnvelope, Source
 from app.domain.rows import RowLoad
 from app.errors import MalformedEvent
@@ -84,16 +84,6 @@ def read_tick(raw: bytes | None) -> Tick:
     if scheduled_at.tzinfo is None:
         raise MalformedEvent("tick field 'scheduledAt' has no time zone")
     return Tick(trigger_id, scheduled_at)
-
-
-def json_object(raw: bytes | None, what: str) -> dict[str, Any]:
-    try:
-        data = load_json(raw) if raw is not None else None
-    except (ValueError, RecursionError) as exc:
-        raise MalformedEvent(f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise MalformedEvent(f"{what} is a JSON object")
-    return data
 
 
 def _validation_summary(exc: ValidationError) -> str:

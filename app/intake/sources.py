@@ -10,8 +10,8 @@ from functools import lru_cache
 
 from faust.types import TP
 
-from app.domain.intake import parse_cdc_event, parse_event
-from app.domain.internal_records import envelope, json_object, rerouted_work
+from app.domain.intake import json_object, parse_cdc_event, parse_event
+from app.domain.internal_records import envelope, rerouted_work
 from app.domain.models import Event, Source
 from app.domain.rows import RowLoad, parse_row_load
 from app.errors import MalformedEvent
