@@ -57,8 +57,12 @@ class Performer(ABC):
 
     def scope(self, command: ActionCommand, **extra: dict[str, Any]) -> Scope:
         """What the command's expressions see: its event, the customer's row, now."""
-        return Scope(event=command.event, customer=self.services.row_store.customer(command.customer_id),
-                     now=self.services.clock(), extra=extra)
+        scope = Scope(event=command.event, customer=self.services.row_store.customer(command.customer_id),
+                      now=self.services.clock(), extra=extra)
+        # The aggregates as they were when the trigger fired: `agg.<name>` (checked against
+        # the trigger's aggregates when the definition was accepted).
+        scope.set_aggregates(command.aggregates or {})
+        return scope
 
 
 def parse_command(value: bytes | None) -> ActionCommand:

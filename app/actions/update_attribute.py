@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from app.actions.performer import Performer
 from app.domain.deadletters import RecordTooLarge, Unstorable
-from app.domain.expressions import Budget, Expression, parse_expression
+from app.domain.expressions import TRIGGER_SCOPE_NAMES, Budget, Expression, parse_expression
 from app.domain.models import ActionCommand, Source
 from app.domain.schema import ColumnTypeError, check_row_values
 from app.errors import ActionFailed, ExpressionFailed, InvalidExpression
@@ -17,7 +17,7 @@ from app.errors import ActionFailed, ExpressionFailed, InvalidExpression
 def _expression(text: str) -> Expression:
     # The command carries the attribute texts (the definition may have changed since the
     # firing); parsed once per distinct text.
-    return parse_expression(text)
+    return parse_expression(text, TRIGGER_SCOPE_NAMES)
 
 
 class UpdateAttribute(Performer):

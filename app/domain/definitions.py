@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -10,11 +11,19 @@ from pydantic import BaseModel, ValidationError
 
 from app.domain import limits
 from app.domain.decisions import CompiledDecisionFlow, DecisionFlowDefinition, compile_flow
-from app.domain.expressions import Expression, cost_error, parse_expression
+from app.domain.expressions import SCOPE_NAMES, TRIGGER_SCOPE_NAMES, Expression, cost_error, parse_expression
 from app.domain.filters import FilterCheck, compile_filters
 from app.domain.intake import DuplicateKeys, check_json_value, load_unique_json
 from app.domain.journeys import JourneyDefinition
-from app.domain.models import ACTION_TYPES, TriggerDefinition, UpdateAttributeAction, WebhookAction
+from app.domain.aggregates import CompiledAggregate, compile_aggregates, unknown_reference_errors
+from app.domain.models import (
+    ACTION_TYPES,
+    CancelOn,
+    Event,
+    TriggerDefinition,
+    UpdateAttributeAction,
+    WebhookAction,
+)
 from app.domain.schema import SchemaTable
 from app.domain.webhooks import template_errors
 from app.errors import InvalidDefinition, InvalidExpression
@@ -28,13 +37,20 @@ class CompiledTrigger:
 
     definition: TriggerDefinition
     conditions: tuple[Expression, ...]
+    aggregates: tuple[CompiledAggregate, ...] = ()
     # The action as action commands carry it, and the filters as one check: built once.
     command_action: dict[str, Any] = field(init=False, repr=False, compare=False)
     passes_filters: FilterCheck = field(init=False, repr=False, compare=False)
+    cancel_on: tuple[CancelRule, ...] = field(init=False, repr=False, compare=False)
+    # The delay in milliseconds, 0 for a trigger that fires at once.
+    delay_ms: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command_action", action_config(self.definition))
         object.__setattr__(self, "passes_filters", compile_filters(self.definition.filters))
+        object.__setattr__(self, "cancel_on", tuple(CancelRule(rule) for rule in self.definition.cancel_on))
+        delay = self.definition.delay
+        object.__setattr__(self, "delay_ms", delay.millis if delay is not None else 0)
 
     @property
     def id(self) -> str:
@@ -44,6 +60,28 @@ class CompiledTrigger:
     def sort_key(self) -> tuple[int, str]:
         """Descending priority, ties by id: the contract's evaluation order."""
         return (-self.definition.priority, self.definition.id)
+
+
+class CancelRule:
+    """One `cancelOn` entry, its filters checked as one function."""
+
+    __slots__ = ("source", "event_type", "passes_filters", "same_fields")
+
+    def __init__(self, rule: CancelOn) -> None:
+        self.source = rule.source
+        self.event_type = rule.event_type
+        self.passes_filters = compile_filters(rule.filters)
+        self.same_fields = tuple(rule.same_fields)
+
+    def cancels(self, pending_event: Mapping[str, Any], event: Event, event_json: Mapping[str, Any]) -> bool:
+        """Whether `event` cancels a pending firing of `pending_event` (time is checked by the caller).
+        A `sameFields` field must be present in both events and equal."""
+        if event.source is not self.source or self.event_type not in (event.type, "*"):
+            return False
+        if not self.passes_filters(event_json):
+            return False
+        return all(name in pending_event and name in event_json and pending_event[name] == event_json[name]
+                   for name in self.same_fields)
 
 
 def action_config(definition: TriggerDefinition) -> dict[str, Any]:
@@ -71,25 +109,33 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
         conditions = data.get("conditions")
         if (isinstance(conditions, list) and len(conditions) <= limits.MAX_CONDITIONS
                 and all(isinstance(c, str) for c in conditions)):
-            _parse_all("conditions", conditions, problems)
+            _parse_all("conditions", conditions, problems, TRIGGER_SCOPE_NAMES)
         raise InvalidDefinition(trigger_id, problems) from None
     errors: list[str] = []
     if key is not None and key != definition.id:
         errors.append(f"id {definition.id!r} does not match the message key {key!r}")
-    conditions = _parse_all("conditions", definition.conditions, errors)
+    conditions = _parse_all("conditions", definition.conditions, errors, TRIGGER_SCOPE_NAMES)
     if (too_costly := cost_error("conditions", conditions)) is not None:
         errors.append(too_costly)
+    aggregates = compile_aggregates(definition.aggregates, definition.source, definition.event_type, errors)
+    names = list(definition.aggregates)
+    errors.extend(unknown_reference_errors("conditions", conditions, names))
     if isinstance(definition.action, UpdateAttributeAction):
         # Checked here, parsed again by the update_attribute action from the command's texts.
-        parsed = _parse_all("action.attributes", list(definition.action.attributes.values()), errors)
+        parsed = _parse_all("action.attributes", list(definition.action.attributes.values()), errors,
+                            TRIGGER_SCOPE_NAMES)
         if (too_costly := cost_error("action.attributes", parsed)) is not None:
             errors.append(too_costly)
+        errors.extend(unknown_reference_errors("action.attributes", parsed, names))
     if isinstance(definition.action, WebhookAction) and definition.action.payload is not None:
         payload = definition.action.payload
-        errors.extend(f"action.payload: {error}" for error in payload_limit_errors(payload) or template_errors(payload))
+        placeholders: list[Expression] = []
+        errors.extend(f"action.payload: {error}"
+                      for error in payload_limit_errors(payload) or template_errors(payload, placeholders))
+        errors.extend(unknown_reference_errors("action.payload", placeholders, names))
     if errors:
         raise InvalidDefinition(definition.id, errors)
-    return CompiledTrigger(definition, tuple(conditions))
+    return CompiledTrigger(definition, tuple(conditions), aggregates)
 
 
 def payload_limit_errors(payload: Any) -> list[str]:
@@ -149,11 +195,12 @@ def _check_size(size: int, key: str | None) -> None:
                                       f"{limits.MAX_DEFINITION_BYTES} bytes"])
 
 
-def _parse_all(where: str, texts: list[str], errors: list[str]) -> list[Expression]:
+def _parse_all(where: str, texts: list[str], errors: list[str],
+               names: frozenset[str] = SCOPE_NAMES) -> list[Expression]:
     parsed: list[Expression] = []
     for index, text in enumerate(texts):
         try:
-            parsed.append(parse_expression(text))
+            parsed.append(parse_expression(text, names))
         except InvalidExpression as exc:
             errors.append(f"{where}[{index}]: {exc}")
     return parsed

@@ -13,9 +13,12 @@ from app.domain.definitions import CompiledTrigger
 from app.domain.expressions import Budget, Scope
 from app.domain.matching import DefinitionIndex, passes_filters
 from app.domain.models import ActionCommand, Event, Source
+from app.domain.timers import PendingFiring, to_millis
 from app.errors import ExpressionFailed
 
 CustomerRow = Mapping[str, Any] | None
+# `agg.<name>` of a trigger for the event being evaluated: {name: value}.
+AggregateValues = Callable[[CompiledTrigger], dict[str, Any]]
 
 _FIRING_NAMESPACE = uuid.UUID("6f1c2a8e-3b0d-4c8e-9a51-2f7d0e4b9c13")
 
@@ -33,6 +36,8 @@ class Evaluation:
     cooldown_marks: dict[str, CooldownMark] = field(default_factory=dict)
     condition_errors: list[tuple[str, str]] = field(default_factory=list)
     cooled_down: list[str] = field(default_factory=list)
+    # Delayed triggers that matched: they fire (or not) at their due time.
+    scheduled: list[PendingFiring] = field(default_factory=list)
     # True when the event's evaluation budget ran out: the triggers not evaluated are in
     # condition_errors with budget_exhausted_reason.
     budget_exhausted: bool = False
@@ -48,6 +53,7 @@ def evaluate(
     customer: CustomerRow | Callable[[], CustomerRow],
     cooldown_of: Callable[[str], CooldownMark | None],
     now: datetime,
+    aggregates: AggregateValues | None = None,
 ) -> Evaluation:
     """Evaluate every candidate trigger for `event`, highest priority first (ties by id).
 
@@ -67,7 +73,7 @@ def evaluate(
         if budget.exhausted:  # set by the evaluation that found it spent
             _skip(trigger.id, budget, result)
             continue
-        _consider(trigger, event, event_json, scope, cooldown_of, now, result, budget)
+        _consider(trigger, event, event_json, scope, cooldown_of, now, result, budget, aggregates)
     return result
 
 
@@ -90,17 +96,56 @@ def evaluate_scheduled(trigger: CompiledTrigger, event: Event, customer: Mapping
 
 def _consider(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any], scope: Scope,
               cooldown_of: Callable[[str], CooldownMark | None], now: datetime, result: Evaluation,
-              budget: Budget) -> None:
+              budget: Budget, aggregates: AggregateValues | None = None) -> None:
+    values = _aggregate_values(trigger, scope, aggregates)
     if not _conditions_hold(trigger, scope, result, budget):
         return
-    at = effective_time(event.timestamp, now)
+    if trigger.delay_ms:  # matches now, decided again at its due time (evaluate_due)
+        due_ms = to_millis(event.timestamp) + trigger.delay_ms
+        result.scheduled.append(PendingFiring(firing_id(trigger.id, event.id), trigger.id, event.customer_id,
+                                              event.id, due_ms, event_json))
+        return
+    _fire(trigger, event.id, event.customer_id, effective_time(event.timestamp, now), event_json, now,
+          cooldown_of, result, values)
+
+
+def _aggregate_values(trigger: CompiledTrigger, scope: Scope,
+                      aggregates: AggregateValues | None) -> dict[str, Any] | None:
+    if not trigger.aggregates:
+        return None
+    values = aggregates(trigger) if aggregates is not None else {}
+    scope.set_aggregates(values)
+    return values
+
+
+def _fire(trigger: CompiledTrigger, event_id: str, customer_id: str, at: datetime, event_json: dict[str, Any],
+          now: datetime, cooldown_of: Callable[[str], CooldownMark | None], result: Evaluation,
+          aggregate_values: dict[str, Any] | None) -> None:
+    """The cooldown check, then the firing (and its cooldown mark)."""
     cooldown = trigger.definition.cooldown_minutes
-    if cooldown > 0 and not may_fire(cooldown_of(trigger.id), cooldown, event.id, at):
+    if cooldown > 0 and not may_fire(cooldown_of(trigger.id), cooldown, event_id, at):
         result.cooled_down.append(trigger.id)
         return
     if cooldown > 0:
-        result.cooldown_marks[trigger.id] = CooldownMark(fired_at=at, event_id=event.id)
-    result.firings.append(_command(trigger, event, event_json, now))
+        result.cooldown_marks[trigger.id] = CooldownMark(fired_at=at, event_id=event_id)
+    result.firings.append(_command(trigger, event_id, customer_id, event_json, now, aggregate_values))
+
+
+def evaluate_due(trigger: CompiledTrigger, firing: PendingFiring, customer: CustomerRow | Callable[[], CustomerRow],
+                 cooldown_of: Callable[[str], CooldownMark | None], now: datetime,
+                 aggregates: AggregateValues | None = None) -> Evaluation:
+    """A pending firing at its due time: the trigger's conditions again, with the customer's
+    row as it is now and the aggregates at the due time, then cooldown; the firingId is the
+    one it would have had without the delay. Filters were checked when it matched."""
+    result = Evaluation()
+    scope = Scope(event=firing.event, customer=customer, now=now)
+    values = _aggregate_values(trigger, scope, aggregates)
+    if not _conditions_hold(trigger, scope, result, Budget()):
+        return result
+    due_at = datetime.fromtimestamp(firing.due_ms / 1000, tz=now.tzinfo)
+    _fire(trigger, firing.event_id, firing.customer_id, effective_time(due_at, now), firing.event, now,
+          cooldown_of, result, values)
+    return result
 
 
 def _conditions_hold(trigger: CompiledTrigger, scope: Scope, result: Evaluation, budget: Budget) -> bool:
@@ -117,18 +162,19 @@ def _conditions_hold(trigger: CompiledTrigger, scope: Scope, result: Evaluation,
     return True
 
 
-def _command(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any],
-             now: datetime) -> ActionCommand:
+def _command(trigger: CompiledTrigger, event_id: str, customer_id: str, event_json: dict[str, Any],
+             now: datetime, aggregate_values: dict[str, Any] | None) -> ActionCommand:
     # Every value comes from a checked definition and a parsed event: no second validation.
     return ActionCommand.model_construct(
-        firing_id=firing_id(trigger.id, event.id),
+        firing_id=firing_id(trigger.id, event_id),
         trigger_id=trigger.id,
         priority=trigger.definition.priority,
-        customer_id=event.customer_id,
-        event_id=event.id,
+        customer_id=customer_id,
+        event_id=event_id,
         fired_at=now,
         action=dict(trigger.command_action),  # a copy: commands may be changed by their readers
         event=event_json,
+        aggregates=aggregate_values,
     )
 
 

@@ -22,6 +22,8 @@ from app.errors import ExpressionFailed, InvalidExpression
 
 # The only names an expression may refer to, besides the functions below.
 SCOPE_NAMES = frozenset({"event", "customer", "now"})
+# A trigger's conditions and update_attribute expressions also see its aggregates.
+TRIGGER_SCOPE_NAMES = SCOPE_NAMES | {"agg"}
 
 MAX_EXPRESSION_LENGTH = 2_000
 MAX_AST_NODES = 400
@@ -446,6 +448,10 @@ class Scope:
             for name, value in extra.items():
                 names[name] = Record(value, name, missing_is_none=False)
         self._names = names
+
+    def set_aggregates(self, values: Mapping[str, Any]) -> None:
+        """`agg.<name>` for the trigger evaluated next (each trigger names its own)."""
+        self._names["agg"] = Record(values, "agg", missing_is_none=False)
 
 
 def _customer_record(row: Mapping[str, Any] | None) -> Record:

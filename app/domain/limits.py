@@ -25,6 +25,10 @@ MAX_CONDITIONS = 50  # per trigger and per offer; each also has MAX_EXPRESSION_L
 
 MAX_ATTRIBUTES = 100  # update_attribute
 
+MAX_CANCEL_ON = 20  # cancelOn entries of one trigger
+MAX_AGGREGATES = 20  # aggregates of one trigger
+MAX_AGGREGATE_OF_LENGTH = 1_000  # an aggregate's `of` expression
+
 MAX_URL_LENGTH = 2_048  # url, deliveryUrl
 MAX_HEADERS = 50
 MAX_HEADER_NAME_LENGTH = 256

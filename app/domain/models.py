@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from app.domain import limits
+from app.domain.durations import Duration
 
 MAX_COOLDOWN_MINUTES = 10 * 366 * 24 * 60
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -190,6 +191,50 @@ class Schedule(Contract):
         return value
 
 
+class CancelOn(Contract):
+    """Events that cancel a pending (delayed) firing of the same customer."""
+
+    source: Source
+    event_type: str = Field(alias="eventType", min_length=1, max_length=limits.MAX_EVENT_TYPE_LENGTH)
+    filters: dict[FieldName, FilterValue] = Field(default_factory=dict, max_length=limits.MAX_FILTERS)
+    # Fields that must be present and equal in the pending firing's event and the cancelling one.
+    same_fields: list[FieldName] = Field(default_factory=list, alias="sameFields", max_length=limits.MAX_FILTERS)
+
+
+class AggregateFn(StrEnum):
+    COUNT = "count"
+    SUM = "sum"
+    MIN = "min"
+    MAX = "max"
+    AVG = "avg"
+    DISTINCT = "distinct"
+
+
+AGGREGATE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+AggregateName = Annotated[str, Field(pattern=AGGREGATE_NAME_PATTERN)]
+
+
+class AggregateDefinition(Contract):
+    """A sliding-window aggregate over the customer's events of one source and type.
+    `source` and `eventType` default to the trigger's own."""
+
+    fn: AggregateFn
+    of: str | None = Field(default=None, min_length=1, max_length=limits.MAX_AGGREGATE_OF_LENGTH)
+    window: Duration
+    source: Source | None = None
+    event_type: str | None = Field(default=None, alias="eventType", min_length=1,
+                                   max_length=limits.MAX_EVENT_TYPE_LENGTH)
+    filters: dict[FieldName, FilterValue] = Field(default_factory=dict, max_length=limits.MAX_FILTERS)
+
+    @model_validator(mode="after")
+    def _of_unless_count(self) -> AggregateDefinition:
+        if self.fn is not AggregateFn.COUNT and self.of is None:
+            raise ValueError(f"fn {self.fn.value!r} needs `of` (an expression over event, e.g. \"event.amount\")")
+        if self.source is Source.SCHEDULED:
+            raise ValueError("an aggregate counts events; 'scheduled' ticks are not events of a customer")
+        return self
+
+
 class TriggerDefinition(Contract):
     """A trigger rule exactly as the contract's `triggers.definitions` topic carries it."""
 
@@ -206,6 +251,10 @@ class TriggerDefinition(Contract):
                                     allow_inf_nan=False, strict=True)
     priority: int = Field(default=50, ge=1, le=100, strict=True)
     schedule: Schedule | None = None
+    delay: Duration | None = None
+    cancel_on: list[CancelOn] = Field(default_factory=list, alias="cancelOn", max_length=limits.MAX_CANCEL_ON)
+    aggregates: dict[AggregateName, AggregateDefinition] = Field(default_factory=dict,
+                                                                 max_length=limits.MAX_AGGREGATES)
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -218,11 +267,22 @@ class TriggerDefinition(Contract):
             raise ValueError("a scheduled trigger needs a schedule")
         if self.source is not Source.SCHEDULED and self.schedule is not None:
             raise ValueError("schedule is only allowed when source is 'scheduled'")
+        if self.cancel_on and self.delay is None:
+            raise ValueError("cancelOn needs a delay: only a pending firing can be cancelled")
+        if self.delay is not None and self.source is Source.SCHEDULED:
+            raise ValueError("delay is not allowed on a scheduled trigger: delay its schedule instead")
+        if self.aggregates and self.source is Source.SCHEDULED:
+            raise ValueError("aggregates are not available on a scheduled trigger: a tick is not a customer's event")
         return self
 
     def public_dict(self) -> dict[str, Any]:
-        """The definition as JSON, with the webhook secret masked."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The definition as JSON, with the webhook secret masked; the optional lists and
+        objects of Part 2 only when used, so older definitions read as they were written."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for name in ("cancelOn", "aggregates"):
+            if not data[name]:
+                del data[name]
+        return data
 
 
 def priority_band(priority: int) -> str:
@@ -305,13 +365,18 @@ class ActionCommand(BaseModel):
     fired_at: datetime = Field(alias="firedAt")
     action: dict[str, Any]
     event: dict[str, Any]
+    # `agg.<name>` when the trigger fired, for a trigger with aggregates (absent otherwise).
+    aggregates: dict[str, Any] | None = None
 
     @property
     def action_type(self) -> str:
         return str(self.action["type"])
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        data = self.model_dump(mode="json", by_alias=True)
+        if data["aggregates"] is None:
+            del data["aggregates"]
+        return data
 
 
 def is_valid_id(value: str) -> bool:

@@ -13,10 +13,10 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from app.domain.expressions import SCOPE_NAMES, Budget, Expression, Record, Scope, parse_expression
+from app.domain.expressions import TRIGGER_SCOPE_NAMES, Budget, Expression, Record, Scope, parse_expression
 from app.errors import InvalidExpression
 
-TEMPLATE_NAMES = SCOPE_NAMES | {"trigger", "firing"}
+TEMPLATE_NAMES = TRIGGER_SCOPE_NAMES | {"trigger", "firing"}
 def _segments(text: str) -> list[tuple[bool, str]]:
     """Split text into (is_placeholder, content) runs with two find() scans per placeholder,
     linear in the text (a regex for this backtracks quadratically on "{{{{{{...")."""
@@ -69,13 +69,17 @@ def compile_template(source: Any) -> Template:
     return Template(source, expressions)
 
 
-def template_errors(source: Any) -> list[str]:
+def template_errors(source: Any, parsed: list[Expression] | None = None) -> list[str]:
+    """Why the template's placeholders are invalid; those that parse are added to `parsed`."""
     errors = []
     for text in _placeholders(source):
         try:
-            parse_expression(text, TEMPLATE_NAMES)
+            expression = parse_expression(text, TEMPLATE_NAMES)
         except InvalidExpression as exc:
             errors.append(str(exc))
+        else:
+            if parsed is not None:
+                parsed.append(expression)
     return errors
 
 
