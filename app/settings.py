@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # offset. On, with every broker: the embedded one's short end offsets are confirmed by a
     # fetch first (app/kafka/end_offsets.py), so the check no longer trips falsely there.
     recovery_consistency_check: bool = Field(default=True, alias="TRIGGERS_RECOVERY_CONSISTENCY_CHECK")
+    # How often the clock's pass looks for due firings (on partitions without a backlog).
+    timer_pass_seconds: float = Field(default=0.1, gt=0, le=5, alias="TRIGGERS_TIMER_PASS_SECONDS")
     log_format: str = Field(default="text", pattern="^(text|json)$", alias="TRIGGERS_LOG_FORMAT")
 
     @model_validator(mode="after")

@@ -51,6 +51,11 @@ class Topics:
         return self._n("triggers.firings")
 
     @property
+    def pending(self) -> str:
+        """Delayed firings: scheduled, cancelled, fired, dropped."""
+        return self._n("triggers.pending")
+
+    @property
     def streaming(self) -> str:
         return self._n("events.streaming")
 
@@ -127,7 +132,7 @@ class Topics:
     def specs(self) -> list[TopicSpec]:
         keyed_by_customer = [
             self.streaming, self.cdc, self.outcomes, self.schema, self.deadletter, self.rows,
-            self.rerouted, self.ticks, self.firings, self.actions_deadletter,
+            self.rerouted, self.ticks, self.firings, self.pending, self.actions_deadletter,
             *(self.action(t) for t in ACTION_TYPES),
             self.enrollments, self.journey_events, self.recommendations,
         ]

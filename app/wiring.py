@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from app.actions import PERFORMERS
 from app.actions.deadletters import ActionDeadLetters
@@ -14,11 +15,14 @@ from app.actions.journey_events import JourneyEvents
 from app.actions.performer import ActionServices
 from app.actions.sink import Sink
 from app.domain.journey_events import REROUTED_KIND
+from app.domain.timers import to_millis
 from app.domain.webhooks import RetryPolicy
 from app.evaluation.evaluator import Evaluator
+from app.evaluation.timed import TimedEvaluation
 from app.intake.row_loads import RowLoads
 from app.intake.sources import SourceIntake
 from app.kafka.app import TriggerApp, one_by_one
+from app.kafka.consumer import Consumer
 from app.kafka.publisher import Publisher
 from app.kafka.transport import QuietMonitor
 from app.logs import logging_config
@@ -27,11 +31,18 @@ from app.registry.reports import DefinitionReports
 from app.scheduling.clock import ScheduleClock
 from app.scheduling.ticks import ScheduledTicks
 from app.settings import Settings
+from app.state.aggregates import AggregateStore
 from app.state.enrollments import EnrollmentStore
 from app.state.performed import PerformedLog
 from app.state.rows import RowStore
+from app.timers.event_time import EventTime
+from app.timers.service import Timers
+from app.timers.store import TimerStore
 from app.web.api import register_api
 from app.web.health import register_health
+
+MB = 1024 * 1024
+SMALL_MEMTABLES = {"write_buffer_size": 4 * MB, "max_write_buffer_number": 2, "block_cache_size": 16 * MB}
 
 
 def build(settings: Settings) -> TriggerApp:
@@ -39,6 +50,10 @@ def build(settings: Settings) -> TriggerApp:
     metrics = Metrics()
     tables = {name: app.Table(name, default=None, partitions=settings.partitions)
               for name in ("rows", "cooldowns", "ticks", "performed", "enrollments")}
+    # Timers and aggregates may hold millions of small records: RocksDB's default memtables
+    # (64 MB, three per partition and table) would hold them all in memory before a flush.
+    tables.update({name: app.Table(name, default=None, partitions=settings.partitions, options=SMALL_MEMTABLES)
+                   for name in ("timers", "aggregates")})
     clock = utc_now
     publisher = Publisher(lambda: app.producer, app.topic_names, metrics, clock)
     row_store = RowStore(tables["rows"], publisher)
@@ -47,7 +62,28 @@ def build(settings: Settings) -> TriggerApp:
     topics = app.topic_names
     evaluator = Evaluator(topics, app.catalogs.triggers, publisher, row_store, tables["cooldowns"], metrics, clock)
     row_loads = RowLoads(topics, app.catalogs.tables, row_store, publisher, metrics, clock)
-    intake = SourceIntake(settings, topics, evaluator, row_loads, publisher)
+
+    # -- timers and aggregates (docs/timers.md) -------------------------------------------------
+    aggregates = AggregateStore(tables["aggregates"])
+    timer_store = TimerStore(tables["timers"])
+    event_time = EventTime([topics.streaming, topics.cdc, topics.outcomes, topics.schema, topics.rerouted],
+                           lambda tp: cast(Consumer, app.consumer).caught_up(tp))
+    timers = Timers(topics, app.catalogs.triggers, timer_store, event_time, evaluator, row_store, aggregates,
+                    publisher, clock)
+    timed = TimedEvaluation(app.catalogs.triggers, evaluator, aggregates, timers)
+
+    @app.timer(interval=settings.timer_pass_seconds)  # type: ignore[untyped-decorator]
+    async def due_timers() -> None:
+        """The clock's pass: fires what is due once a partition has no backlog left."""
+        if not (app.may_evaluate() and app.settled()):
+            return
+        if timer_store.generation != app.consumer_generation_id:
+            await timer_store.rebuild(app.consumer_generation_id)
+        now_ms = to_millis(clock())
+        for partition in list(timer_store.heaps):
+            await timers.fire_due_now(partition, now_ms)
+
+    intake = SourceIntake(settings, topics, evaluator, timed, row_loads, publisher)
     app.consume_in_batches(app.raw_topic(*intake.source_topics), intake.on_source_batch)
     app.consume_in_batches(app.raw_topic(topics.rerouted), intake.on_rerouted_batch)
     reports = DefinitionReports(topics, app.catalogs, publisher, clock)
@@ -94,7 +130,7 @@ def build(settings: Settings) -> TriggerApp:
 
     # -- web ---------------------------------------------------------------------------------
     register_health(app, lambda: (publisher.counters + intake.counters + row_loads.counters + evaluator.counters
-                                  + action_counters), dispatcher.backlog)
+                                  + timers.counters + action_counters), dispatcher.backlog)
     register_api(app, row_store, clock, metrics)
     return app
 

@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from app.domain import limits
+from app.domain.aggregates import CompiledAggregate, compile_aggregates, unknown_reference_errors
 from app.domain.decisions import CompiledDecisionFlow, DecisionFlowDefinition, compile_flow
 from app.domain.expressions import SCOPE_NAMES, TRIGGER_SCOPE_NAMES, Expression, cost_error, parse_expression
 from app.domain.filters import FilterCheck, compile_filters
 from app.domain.intake import DuplicateKeys, check_json_value, load_unique_json
 from app.domain.journeys import JourneyDefinition
-from app.domain.aggregates import CompiledAggregate, compile_aggregates, unknown_reference_errors
 from app.domain.models import (
     ACTION_TYPES,
     CancelOn,

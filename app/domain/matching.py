@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from app.domain.aggregates import CompiledAggregate
 from app.domain.definitions import CompiledTrigger
 from app.domain.filters import passes_filters
 from app.domain.models import Source
@@ -29,6 +31,11 @@ class DefinitionIndex:
         # arbitrary unknown types cannot grow it.
         self._candidates: dict[tuple[str, str], tuple[CompiledTrigger, ...]] = {}
         self._prefiltered: dict[tuple[str, str], _Prefiltered] = {}
+        self._timed: dict[tuple[str, str], TimedInterest | None] = {}
+        # Whether any enabled trigger has a delay, cancelOn or aggregates: events then take
+        # the timed path (app/evaluation/timed.py); otherwise nothing of it costs anything.
+        self.any_timed = False
+        self.aggregate_ids: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -50,8 +57,15 @@ class DefinitionIndex:
             group = self._groups.setdefault((definition.source.value, definition.event_type), [])
             group.append(trigger)
             group.sort(key=lambda t: t.sort_key)
+        self._changed()
+
+    def _changed(self) -> None:
         self._candidates.clear()
         self._prefiltered.clear()
+        self._timed.clear()
+        enabled = [t for t in self._by_id.values() if t.definition.enabled]
+        self.any_timed = any(t.delay_ms or t.aggregates for t in enabled)
+        self.aggregate_ids = frozenset(a.id for t in enabled for a in t.aggregates)
 
     def remove(self, trigger_id: str) -> None:
         old = self._by_id.pop(trigger_id, None)
@@ -63,8 +77,7 @@ class DefinitionIndex:
             self._groups[key] = group
         else:
             self._groups.pop(key, None)
-        self._candidates.clear()
-        self._prefiltered.clear()
+        self._changed()
 
     def candidates(self, source: Source, event_type: str) -> tuple[CompiledTrigger, ...]:
         """Enabled definitions for this exact type or the source's wildcard, in priority order."""
@@ -92,6 +105,36 @@ class DefinitionIndex:
                 return ()
             prefiltered = self._prefiltered[key] = _Prefiltered(candidates)
         return tuple(t for t in prefiltered.possible(fields) if t.passes_filters(fields))
+
+
+    def timed(self, source: Source, event_type: str) -> TimedInterest | None:
+        """What an event of this type means for the timed features: the aggregates it may
+        count in, whether it may cancel pending firings, whether a candidate reads aggregates."""
+        key = (source, event_type)
+        if key in self._timed:
+            return self._timed[key]
+        enabled = [t for t in self._by_id.values() if t.definition.enabled]
+        aggregates = {a.id: a for t in enabled for a in t.aggregates
+                      if a.source is source and a.event_type in (event_type, WILDCARD)}
+        # A pending firing of a since-disabled trigger is dropped when due, not cancelled.
+        may_cancel = any(rule.source is source and rule.event_type in (event_type, WILDCARD)
+                         for t in self._by_id.values() for rule in t.cancel_on)
+        reads_aggregates = any(t.aggregates for t in self.candidates(source, event_type))
+        interest = (TimedInterest(tuple(aggregates.values()), may_cancel, reads_aggregates)
+                    if aggregates or may_cancel or reads_aggregates else None)
+        if len(self._timed) < _MAX_CACHED_TYPES:  # events of arbitrary types cannot grow it
+            self._timed[key] = interest
+        return interest
+
+
+_MAX_CACHED_TYPES = 10_000
+
+
+@dataclass(frozen=True)
+class TimedInterest:
+    aggregates: tuple[CompiledAggregate, ...]  # that an event of the type may count in (filters aside)
+    may_cancel: bool
+    reads_aggregates: bool  # some candidate trigger has aggregates
 
 
 class _Prefiltered:

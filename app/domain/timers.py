@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.domain.models import Event
+from app.domain.positions import Position, with_position
 
 # Pending firings one customer may have at once (all triggers together); more are dropped,
 # with the reason on `triggers.pending`. Bounds the record, which is rewritten per change.
 MAX_PENDING_PER_CUSTOMER = 100
 
 Record = dict[str, Any]
-Position = tuple[str, int]  # (topic, offset) of the record being handled
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +58,6 @@ def to_millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def already_applied(record: Record | None, position: Position | None) -> bool:
-    """True when the record read at `position` already left its effects in `record`."""
-    if record is None or position is None:
-        return False
-    seen = record.get("pos", {}).get(position[0])
-    return seen is not None and position[1] <= seen
-
-
-def _with_position(record: Record, position: Position | None) -> Record:
-    if position is not None:
-        record["pos"] = {**record.get("pos", {}), position[0]: position[1]}
-    return record
-
-
 def pending_of(customer_id: str, record: Record | None) -> list[PendingFiring]:
     return [PendingFiring.from_entry(customer_id, entry) for entry in (record or {}).get("pending", [])]
 
@@ -93,7 +79,7 @@ def schedule(record: Record | None, firings: list[PendingFiring], position: Posi
         pending_ids.add(firing.firing_id)
         scheduled.append(firing)
     entries.sort(key=_due_then_id)
-    return _with_position({**(record or {}), "pending": entries}, position), scheduled, dropped
+    return with_position({**(record or {}), "pending": entries}, position), scheduled, dropped
 
 
 def _due_then_id(entry: Mapping[str, Any]) -> tuple[int, str]:
@@ -117,7 +103,7 @@ def cancel(record: Record | None, customer_id: str, cancels: CancelCheck, positi
             kept.append(entry)
     if not cancelled:
         return record, []
-    return _with_position({**record, "pending": kept}, position), cancelled
+    return with_position({**record, "pending": kept}, position), cancelled
 
 
 def cancels_pending(event: Event, event_json: Mapping[str, Any], event_ms: int,

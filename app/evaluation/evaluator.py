@@ -13,7 +13,7 @@ from functools import partial
 from app.domain.cooldown import CooldownMark
 from app.domain.deadletters import MAX_RECORD_BYTES, action_dead_letter
 from app.domain.encoding import encode
-from app.domain.engine import Evaluation, evaluate
+from app.domain.engine import AggregateValues, Evaluation, evaluate
 from app.domain.models import ActionCommand, Event, Source
 from app.kafka.publisher import Publisher
 from app.metrics import Metrics
@@ -46,7 +46,7 @@ class Evaluator:
         if result is not None:
             await self.apply(event, result)
 
-    def evaluate_now(self, event: Event) -> Evaluation | None:
+    def evaluate_now(self, event: Event, aggregates: AggregateValues | None = None) -> Evaluation | None:
         """The decision for one event, without I/O; None when it leaves nothing to write."""
         self.counters[_EVENTS_COUNTER[event.source]] += 1
         self.metrics.events_in.inc(event.source)
@@ -55,11 +55,11 @@ class Evaluator:
             return None  # most events match no trigger: skip the state reads entirely
         started = time.perf_counter()
         result = evaluate(index, event, partial(self.row_store.customer, event.customer_id),
-                          lambda trigger_id: self.cooldown(trigger_id, event.customer_id), self.clock())
+                          lambda trigger_id: self.cooldown(trigger_id, event.customer_id), self.clock(), aggregates)
         self.metrics.evaluation_seconds.observe(time.perf_counter() - started)
         if result.budget_exhausted:  # its skipped triggers are condition errors too
             self.counters["evaluation_budget_exhausted"] += 1
-        if result.firings or result.condition_errors or result.cooled_down:
+        if result.firings or result.condition_errors or result.cooled_down or result.scheduled:
             return result
         return None
 
@@ -68,9 +68,13 @@ class Evaluator:
         return CooldownMark.from_json(mark) if mark else None
 
     async def apply(self, event: Event, result: Evaluation) -> None:
+        await self.apply_for(event.customer_id, event.id, result)
+
+    async def apply_for(self, customer_id: str, event_id: str, result: Evaluation) -> None:
         """Store the cooldown marks, then emit the firings in order. A firing too large to
-        produce is refused first, so its cooldown is not stored either."""
-        self._count(event, result)
+        produce is refused first, so its cooldown is not stored either. (Scheduled firings
+        are the timers' to store: app/evaluation/timed.py.)"""
+        self._count(event_id, result)
         firings: list[tuple[ActionCommand, bytes]] = []
         refused: set[str] = set()
         for command in result.firings:
@@ -82,15 +86,15 @@ class Evaluator:
                 firings.append((command, value))
         for trigger_id, mark in result.cooldown_marks.items():
             if trigger_id not in refused:
-                self.cooldowns[cooldown_key(trigger_id, event.customer_id)] = mark.to_json()
+                self.cooldowns[cooldown_key(trigger_id, customer_id)] = mark.to_json()
         for command, value in firings:
             await self._emit(command, value)
 
-    def _count(self, event: Event, result: Evaluation) -> None:
+    def _count(self, event_id: str, result: Evaluation) -> None:
         for trigger_id, error in result.condition_errors:
             self.counters["condition_errors"] += 1
             self.metrics.condition_errors.labels(trigger_id).inc()
-            log.debug("condition error", extra={"triggerId": trigger_id, "eventId": event.id, "error": error})
+            log.debug("condition error", extra={"triggerId": trigger_id, "eventId": event_id, "error": error})
         self.counters["cooled_down"] += len(result.cooled_down)
 
     async def _refuse_firing(self, command: ActionCommand, size: int) -> None:

@@ -16,6 +16,7 @@ from app.domain.models import Event, Source
 from app.domain.rows import RowLoad, parse_row_load
 from app.errors import MalformedEvent
 from app.evaluation.evaluator import Evaluator
+from app.evaluation.timed import TimedEvaluation
 from app.intake.routing import ReroutedHandler, owned_here
 from app.intake.row_loads import RowLoads
 from app.kafka.publisher import Publisher
@@ -36,10 +37,11 @@ class SourceIntake:
     handled where it is; any other (CDC events keyed by primary key, producers with another
     partitioner) is re-published once to the rerouted topic, so a customer's state is never split."""
 
-    def __init__(self, settings: Settings, topics: Topics, evaluator: Evaluator, row_loads: RowLoads,
-                 publisher: Publisher) -> None:
+    def __init__(self, settings: Settings, topics: Topics, evaluator: Evaluator, timed: TimedEvaluation,
+                 row_loads: RowLoads, publisher: Publisher) -> None:
         self.topics = topics
         self.evaluator = evaluator
+        self.timed = timed
         self.row_loads = row_loads
         self.publisher = publisher
         self.partitions = settings.partitions
@@ -64,6 +66,7 @@ class SourceIntake:
         (most of them) that fire nothing."""
         partitions = self.partitions
         evaluate_now, apply = self.evaluator.evaluate_now, self.evaluator.apply
+        timed = self.timed if self.timed.active else None
         for record in records:
             try:  # one handler for the whole body: free in Python 3.11 until something raises
                 work = self._parse(record)
@@ -71,6 +74,8 @@ class SourceIntake:
                     await self._reroute(work)
                 elif isinstance(work, RowLoad):
                     await self.row_loads.load(work, record)
+                elif timed is not None:
+                    await timed.handle(tp, work, (record.topic, record.offset))
                 elif (result := evaluate_now(work)) is not None:
                     await apply(work, result)
             except MalformedEvent as exc:
@@ -100,6 +105,8 @@ class SourceIntake:
             raise MalformedEvent("a rerouted record must be keyed by its customer id, in that id's partition")
         if isinstance(work, RowLoad):
             await self.row_loads.load(work, record)
+        elif self.timed.active:
+            await self.timed.handle(TP(record.topic, record.partition), work, (record.topic, record.offset))
         else:
             await self.evaluator.evaluate(work)
 

@@ -147,6 +147,16 @@ class Consumer(faust_aiokafka.Consumer):
         fetcher = getattr(running, "_fetcher", None)
         return None if fetcher is None else int(fetcher._fetch_max_wait_ms)
 
+    def caught_up(self, tp: TP) -> bool:
+        """Whether every record of `tp` up to the high watermark of the last fetch was handled
+        (a batch partition): no backlog is left, so time is now the clock's, not the events'.
+        False while not known (before the first fetch, or no committed offset yet)."""
+        highwater = self.highwater(tp)
+        if highwater is None or highwater < 0:
+            return False
+        position = self._handled_to.get(tp, self._committed_offset.get(tp))
+        return highwater == 0 or (position is not None and position >= highwater)
+
     # -- 1. acknowledgements --------------------------------------------------------------
 
     def mark_handled(self, message: Message) -> None:

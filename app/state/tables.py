@@ -3,6 +3,7 @@ tables are co-partitioned with the event topics by customer id."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from faust.types import TableT
@@ -32,3 +33,19 @@ def cooldown_key(trigger_id: str, customer_id: str) -> str:
 def performed_key(action_type: str, customer_id: str) -> str:
     """Key of a customer's performed-firings log of one action type."""
     return f"{action_type}|{customer_id}"
+
+
+def partition_items(table: Table, partition: int) -> Iterator[tuple[Any, Any]]:
+    """The (key, value) pairs of one partition of the local store, decoded: faust's RocksDB
+    store keeps one database per partition (its `_db_for_partition`, pinned in
+    tests/adapters/test_framework_internals.py). Used to rebuild in-memory indexes after
+    recovery without reading the other partitions."""
+    store = table.data
+    for key, value in store._visible_items(store._db_for_partition(partition)):  # type: ignore[attr-defined]
+        yield store._decode_key(key), store._decode_value(value)  # type: ignore[attr-defined]
+
+
+def owned_partitions(table: Table) -> set[int]:
+    """The partitions of `table` this worker is active for (not standby)."""
+    topic = table.changelog_topic.get_topic_name()
+    return {tp.partition for tp in table.app.assignor.assigned_actives() if tp.topic == topic}

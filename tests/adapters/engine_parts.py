@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from faust.types import TP
+
 from app.evaluation.evaluator import Evaluator
+from app.evaluation.timed import TimedEvaluation
 from app.intake.row_loads import RowLoads
 from app.intake.sources import SourceIntake
 from app.kafka.partitioner import partition_for
@@ -13,7 +16,11 @@ from app.kafka.publisher import Publisher
 from app.metrics import Metrics
 from app.registry.catalogs import Catalogs
 from app.settings import Settings
+from app.state.aggregates import AggregateStore
 from app.state.rows import RowStore
+from app.timers.event_time import EventTime
+from app.timers.service import Timers
+from app.timers.store import TimerStore
 from app.topics import Topics
 from tests.adapters.fakes import DictTable, FakeClock, RecordingProducer
 
@@ -39,8 +46,18 @@ class EngineParts:
                                    self.cooldowns, self.metrics, self.clock)  # type: ignore[arg-type]
         self.row_loads = RowLoads(self.topics, self.catalogs.tables, self.row_store, self.publisher,
                                   self.metrics, self.clock)
+        self.timers_table, self.aggregates_table = DictTable(), DictTable()
+        self.aggregates = AggregateStore(self.aggregates_table)  # type: ignore[arg-type]
+        self.timer_store = TimerStore(self.timers_table)  # type: ignore[arg-type]
+        # Topic-partitions with nothing left to read: the rest have a backlog (event time).
+        self.caught_up: set[TP] = set()
+        self.event_time = EventTime([self.topics.streaming, self.topics.cdc, self.topics.outcomes,
+                                     self.topics.schema, self.topics.rerouted], self.caught_up.__contains__)
+        self.timers = Timers(self.topics, self.catalogs.triggers, self.timer_store, self.event_time, self.evaluator,
+                             self.row_store, self.aggregates, self.publisher, self.clock)
+        self.timed = TimedEvaluation(self.catalogs.triggers, self.evaluator, self.aggregates, self.timers)
         self.intake = SourceIntake(Settings(TRIGGERS_PARTITIONS=partitions), self.topics, self.evaluator,
-                                   self.row_loads, self.publisher)
+                                   self.timed, self.row_loads, self.publisher)
         self.ticks = ScheduledTicks(partitions, self.catalogs.triggers, self.evaluator, self.rows,  # type: ignore[arg-type]
                                     self.ticks_done, self.publisher)  # type: ignore[arg-type]
 

@@ -895,13 +895,18 @@ class _Producer:
 
 def _make_intake(rows: _Table | None = None) -> tuple[Any, _Producer]:
     from app.evaluation.evaluator import Evaluator
+    from app.evaluation.timed import TimedEvaluation
     from app.intake.row_loads import RowLoads
     from app.intake.sources import SourceIntake
     from app.kafka.publisher import Publisher
     from app.metrics import Metrics
     from app.registry.catalogs import Catalogs
     from app.settings import Settings
+    from app.state.aggregates import AggregateStore
     from app.state.rows import RowStore
+    from app.timers.event_time import EventTime
+    from app.timers.service import Timers
+    from app.timers.store import TimerStore
     from app.topics import Topics
 
     producer = _Producer()
@@ -911,7 +916,11 @@ def _make_intake(rows: _Table | None = None) -> tuple[Any, _Producer]:
     evaluator = Evaluator(topics, catalogs.triggers, publisher, row_store, _Table(), metrics,  # type: ignore[arg-type]
                           lambda: NOW)
     row_loads = RowLoads(topics, catalogs.tables, row_store, publisher, metrics, lambda: NOW)
-    return SourceIntake(Settings(TRIGGERS_PARTITIONS=1), topics, evaluator, row_loads, publisher), producer
+    timed = TimedEvaluation(catalogs.triggers, evaluator, AggregateStore(_Table()),  # type: ignore[arg-type]
+                            Timers(topics, catalogs.triggers, TimerStore(_Table()),  # type: ignore[arg-type]
+                                   EventTime([topics.streaming], lambda tp: True), evaluator, row_store,
+                                   AggregateStore(_Table()), publisher, lambda: NOW))  # type: ignore[arg-type]
+    return SourceIntake(Settings(TRIGGERS_PARTITIONS=1), topics, evaluator, timed, row_loads, publisher), producer
 
 
 def _sent(producer: _Producer, topic: str) -> list[dict[str, Any]]:

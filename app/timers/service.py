@@ -1,0 +1,148 @@
+"""Pending firings: scheduled and cancelled as events are handled, fired when their
+partition's time (app/timers/event_time.py) reaches their due time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+
+from faust.types import TP
+
+from app.domain import timers
+from app.domain.encoding import encode
+from app.domain.engine import evaluate_due
+from app.domain.models import Event
+from app.domain.positions import Position
+from app.domain.timers import PendingFiring, to_millis
+from app.evaluation.evaluator import Evaluator
+from app.kafka.consumer import table_partition
+from app.kafka.publisher import Publisher
+from app.registry.catalogs import TriggerCatalog
+from app.state.aggregates import AggregateStore, values_at
+from app.state.rows import RowStore
+from app.timers.event_time import EventTime
+from app.timers.store import TimerStore
+from app.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class Timers:
+    def __init__(self, topics: Topics, triggers: TriggerCatalog, store: TimerStore, event_time: EventTime,
+                 evaluator: Evaluator, row_store: RowStore, aggregates: AggregateStore, publisher: Publisher,
+                 clock: Callable[[], datetime]) -> None:
+        self.topics = topics
+        self.triggers = triggers
+        self.store = store
+        self.event_time = event_time
+        self.evaluator = evaluator
+        self.row_store = row_store
+        self.aggregates = aggregates
+        self.publisher = publisher
+        self.clock = clock
+        self.locks: dict[int, asyncio.Lock] = {}
+        self.counters: Counter[str] = Counter()
+
+    def lock(self, partition: int) -> asyncio.Lock:
+        """Held while a partition's events or due firings are handled: one at a time, so a
+        firing is decided once and a cancel never races its firing."""
+        lock = self.locks.get(partition)
+        if lock is None:
+            lock = self.locks[partition] = asyncio.Lock()
+        return lock
+
+    # -- as events are handled ---------------------------------------------------------------
+
+    async def advance(self, tp: TP, event_ms: int) -> None:
+        """Before an event of `tp` is handled: fire what is due by the partition's time."""
+        newest = self.event_time.observe(tp, event_ms)
+        next_due = self.store.next_due(tp.partition)
+        if next_due is not None and next_due <= newest:
+            until = self.event_time.time(tp.partition, to_millis(self.clock()), reading=tp)
+            if next_due <= until:
+                await self.fire_due(tp.partition, until)
+
+    async def schedule(self, partition: int, customer_id: str, firings: list[PendingFiring],
+                       position: Position | None) -> None:
+        record, scheduled, dropped = timers.schedule(self.store.record(customer_id), firings, position)
+        self.store.write(customer_id, record)
+        self.store.index(partition, scheduled)
+        for firing in scheduled:
+            await self._publish(firing, "scheduled")
+        for firing in dropped:
+            await self._publish(firing, "dropped", f"more than {timers.MAX_PENDING_PER_CUSTOMER} pending "
+                                                   "firings for this customer")
+
+    async def cancel(self, event: Event, event_json: dict[str, object], event_ms: int,
+                     position: Position | None) -> None:
+        check = timers.cancels_pending(event, event_json, event_ms, self._cancel_rules)
+        record, cancelled = timers.cancel(self.store.record(event.customer_id), event.customer_id, check, position)
+        if not cancelled or record is None:
+            return
+        self.store.write(event.customer_id, record)
+        for firing in cancelled:
+            await self._publish(firing, "cancelled", f"{event.type} event {event.id} before the due time")
+
+    def _cancel_rules(self, trigger_id: str) -> tuple[object, ...]:
+        trigger = self.triggers.get(trigger_id)
+        return trigger.cancel_on if trigger is not None else ()
+
+    # -- when due ------------------------------------------------------------------------------
+
+    async def fire_due(self, partition: int, until_ms: int) -> None:
+        for customer_id in self.store.pop_due(partition, until_ms):
+            await self._fire_customer(customer_id, until_ms)
+
+    async def fire_due_now(self, partition: int, now_ms: int) -> None:
+        """The clock's pass over one partition (see Timers.tick in app/wiring.py)."""
+        next_due = self.store.next_due(partition)
+        if next_due is None or next_due > now_ms:
+            return
+        until = self.event_time.time(partition, now_ms)
+        if next_due > until:
+            return
+        async with self.lock(partition):
+            with table_partition(TP(self.topics.streaming, partition)):
+                await self.fire_due(partition, until)
+
+    async def _fire_customer(self, customer_id: str, until_ms: int) -> None:
+        due = timers.due(self.store.record(customer_id), customer_id, until_ms)
+        if not due:
+            return  # fired or cancelled already: a stale index entry
+        for firing in due:
+            await self._fire(firing)
+        # Removed only once performed: a crash before this fires them again, with the same
+        # firingIds, which every sink recognises.
+        remaining = timers.without(self.store.record(customer_id), {firing.firing_id for firing in due})
+        if remaining is not None:
+            self.store.write(customer_id, remaining)
+
+    async def _fire(self, firing: PendingFiring) -> None:
+        trigger = self.triggers.get(firing.trigger_id)
+        if trigger is None or not trigger.definition.enabled:
+            await self._publish(firing, "dropped", "trigger deleted" if trigger is None else "trigger disabled")
+            return
+        now = self.clock()
+        state = self.aggregates.state(firing.customer_id) if trigger.aggregates else {}
+        result = evaluate_due(trigger, firing, partial(self.row_store.customer, firing.customer_id),
+                              lambda trigger_id: self.evaluator.cooldown(trigger_id, firing.customer_id), now,
+                              lambda t: values_at(t, state, firing.due_ms))
+        await self.evaluator.apply_for(firing.customer_id, firing.event_id, result)
+        if result.firings:
+            self.counters["delayed_fired"] += 1
+            await self._publish(firing, "fired")
+        elif result.cooled_down:
+            await self._publish(firing, "dropped", "cooldown")
+        elif result.condition_errors:
+            await self._publish(firing, "dropped", f"condition error: {result.condition_errors[0][1]}"[:500])
+        else:
+            await self._publish(firing, "dropped", "conditions no longer hold")
+
+    async def _publish(self, firing: PendingFiring, status: str, reason: str | None = None) -> None:
+        self.counters[f"pending_{status}"] += 1
+        await self.publisher.send(self.topics.pending, firing.customer_id,
+                                  encode(firing.status(status, self.clock(), reason)))
