@@ -131,7 +131,7 @@ def build(settings: Settings) -> TriggerApp:
     # -- web ---------------------------------------------------------------------------------
     register_health(app, lambda: (publisher.counters + intake.counters + row_loads.counters + evaluator.counters
                                   + timers.counters + action_counters), dispatcher.backlog)
-    register_api(app, row_store, clock, metrics)
+    register_api(app, row_store, aggregates, clock, metrics)
     return app
 
 

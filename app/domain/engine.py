@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.domain import windows
 from app.domain.cooldown import CooldownMark, effective_time, may_fire
 from app.domain.definitions import CompiledTrigger
 from app.domain.expressions import Budget, Scope
 from app.domain.matching import DefinitionIndex, passes_filters
 from app.domain.models import ActionCommand, Event, Source
-from app.domain.timers import PendingFiring, to_millis
+from app.domain.timers import PendingFiring, millis_iso, to_millis
 from app.errors import ExpressionFailed
 
 CustomerRow = Mapping[str, Any] | None
@@ -179,9 +180,11 @@ def _command(trigger: CompiledTrigger, event_id: str, customer_id: str, event_js
 
 
 def explain(trigger: CompiledTrigger, event: Event, customer: Mapping[str, Any] | None,
-            now: datetime) -> dict[str, Any]:
-    """Why `trigger` would or would not fire for `event` — every check, no state, no output.
-    Cooldown is not checked: a dry run has no customer history."""
+            now: datetime, aggregate_state: Mapping[str, list[list[Any]]] | None = None) -> dict[str, Any]:
+    """Why `trigger` would or would not fire for `event` — every check, no state written, no
+    output. Cooldown is not checked. `aggregate_state`: the customer's aggregates as stored
+    (None: no history, so they count the test event alone); the test event is counted in
+    them as the engine would, without being stored."""
     definition = trigger.definition
     event_json = event.as_json()
     scheduled = definition.source is Source.SCHEDULED
@@ -192,6 +195,9 @@ def explain(trigger: CompiledTrigger, event: Event, customer: Mapping[str, Any] 
                 "passed": passes_filters({name: expected}, filtered)}
                for name, expected in definition.filters.items()]
     scope = Scope(event=event_json, customer=customer, now=now)
+    aggregates = _explain_aggregates(trigger, event, event_json, aggregate_state or {})
+    if trigger.aggregates:
+        scope.set_aggregates({name: report["value"] for name, report in aggregates.items()})
     budget = Budget()  # as for an event: the trigger's conditions share one budget
     conditions: list[dict[str, Any]] = []
     for condition in trigger.conditions:
@@ -202,9 +208,46 @@ def explain(trigger: CompiledTrigger, event: Event, customer: Mapping[str, Any] 
             conditions.append({"expression": condition.text, "error": str(exc), "passed": False})
     would_fire = (definition.enabled and type_matches and all(f["passed"] for f in filters)
                   and all(c["passed"] for c in conditions))
-    return {"triggerId": trigger.id, "wouldFire": would_fire, "enabled": definition.enabled,
-            "typeMatches": type_matches, "filters": filters, "conditions": conditions,
-            "cooldown": "not checked in a dry run", "action": trigger.command_action}
+    report = {"triggerId": trigger.id, "wouldFire": would_fire, "enabled": definition.enabled,
+              "typeMatches": type_matches, "filters": filters, "conditions": conditions,
+              "cooldown": "not checked in a dry run", "action": trigger.command_action}
+    if trigger.aggregates:
+        report["aggregates"] = aggregates
+    if trigger.delay_ms:
+        report["delay"] = _explain_delay(trigger, event, event_json)
+    return report
+
+
+def _explain_aggregates(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any],
+                        state: Mapping[str, list[list[Any]]]) -> dict[str, Any]:
+    event_ms = to_millis(event.timestamp)
+    report = {}
+    for aggregate in trigger.aggregates:
+        entries = state.get(aggregate.id)
+        counted = aggregate.qualifies(event, event_json)
+        if counted:
+            entries = windows.add(entries, aggregate.fn, aggregate.window_ms, event_ms, aggregate.value_of(event_json))
+        report[aggregate.name] = {
+            "fn": aggregate.fn.value, "windowSeconds": aggregate.window_ms // 1000,
+            "value": windows.value(entries, aggregate.fn, aggregate.window_ms, event_ms),
+            "countsThisEvent": counted, "history": "stored" if state else "none: the test event alone"}
+    return report
+
+
+def _explain_delay(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any]) -> dict[str, Any]:
+    """When a match would fire, and which events would cancel it first."""
+    due_ms = to_millis(event.timestamp) + trigger.delay_ms
+    delay = trigger.definition.delay
+    return {
+        "delay": delay.to_json() if delay is not None else None,
+        "dueAt": millis_iso(due_ms),
+        "atDueTime": "conditions are evaluated again with the customer's row as it is then; cooldown is checked then",
+        "cancelledBy": [
+            {"source": rule.source.value, "eventType": rule.event_type, "filters": dict(rule.filters),
+             "sameFields": {name: event_json.get(name) for name in rule.same_fields},
+             "before": millis_iso(due_ms)}
+            for rule in trigger.definition.cancel_on],
+    }
 
 
 def _jsonable(value: Any) -> Any:

@@ -32,7 +32,8 @@ from app.web.auth import Unauthorized, authenticate
 if TYPE_CHECKING:
     from app.kafka.app import TriggerApp
     from app.metrics import Metrics
-    from app.state.rows import RowStore
+    from app.state.aggregates import AggregateStore
+from app.state.rows import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +364,8 @@ async def _read_bounded(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
         chunks.append(chunk)
 
 
-def register_api(app: TriggerApp, row_store: RowStore, clock: Callable[[], datetime], metrics: Metrics) -> None:
+def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStore, clock: Callable[[], datetime],
+                 metrics: Metrics) -> None:
     """Add the API's pages to `app` (paths work with and without a trailing slash)."""
     api = Api(app, row_store, clock, metrics, app.settings.api_tokens)
 
@@ -428,7 +430,8 @@ def register_api(app: TriggerApp, row_store: RowStore, clock: Callable[[], datet
             now = api.clock()
             event = dry_run_event(dry_run.event, trigger.definition.source, now)
             customer = dry_run.customer if dry_run.customer_given else api.row_store.customer(event.customer_id)
-            result = explain(trigger, event, customer, now)
+            history = aggregates.state(event.customer_id) if trigger.aggregates else None
+            result = explain(trigger, event, customer, now, history)
             return self.json({**result, "action": public_action(result["action"]), "event": event.as_json(),
                               "customerFrom": "request" if dry_run.customer_given else "table"})
 
