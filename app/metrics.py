@@ -81,5 +81,11 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=self.registry)
 
+        self.pending_firings = Counter("triggers_pending_firings", "Delayed firings, by status on triggers.pending.",
+                                       ["status"], registry=self.registry)
+        self.timer_lateness_seconds = Histogram(
+            "triggers_timer_lateness_seconds", "From a delayed firing's due time to its decision (fired or dropped).",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 60, 300, 3600), registry=self.registry)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -69,7 +69,7 @@ def build(settings: Settings) -> TriggerApp:
     event_time = EventTime([topics.streaming, topics.cdc, topics.outcomes, topics.schema, topics.rerouted],
                            lambda tp: cast(Consumer, app.consumer).caught_up(tp))
     timers = Timers(topics, app.catalogs.triggers, timer_store, event_time, evaluator, row_store, aggregates,
-                    publisher, clock)
+                    publisher, metrics, clock)
     timed = TimedEvaluation(app.catalogs.triggers, evaluator, aggregates, timers)
 
     @app.timer(interval=settings.timer_pass_seconds)  # type: ignore[untyped-decorator]

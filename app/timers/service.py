@@ -21,6 +21,7 @@ from app.domain.timers import PendingFiring, to_millis
 from app.evaluation.evaluator import Evaluator
 from app.kafka.consumer import table_partition
 from app.kafka.publisher import Publisher
+from app.metrics import Metrics
 from app.registry.catalogs import TriggerCatalog
 from app.state.aggregates import AggregateStore, values_at
 from app.state.rows import RowStore
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 class Timers:
     def __init__(self, topics: Topics, triggers: TriggerCatalog, store: TimerStore, event_time: EventTime,
                  evaluator: Evaluator, row_store: RowStore, aggregates: AggregateStore, publisher: Publisher,
-                 clock: Callable[[], datetime]) -> None:
+                 metrics: Metrics, clock: Callable[[], datetime]) -> None:
         self.topics = topics
         self.triggers = triggers
         self.store = store
@@ -43,6 +44,7 @@ class Timers:
         self.row_store = row_store
         self.aggregates = aggregates
         self.publisher = publisher
+        self.metrics = metrics
         self.clock = clock
         self.locks: dict[int, asyncio.Lock] = {}
         self.counters: Counter[str] = Counter()
@@ -127,6 +129,8 @@ class Timers:
             await self._publish(firing, "dropped", "trigger deleted" if trigger is None else "trigger disabled")
             return
         now = self.clock()
+        # In a backlog the due time passed long ago: lateness then says how far behind the backlog is.
+        self.metrics.timer_lateness_seconds.observe(max(0.0, to_millis(now) - firing.due_ms) / 1000)
         state = self.aggregates.state(firing.customer_id) if trigger.aggregates else {}
         result = evaluate_due(trigger, firing, partial(self.row_store.customer, firing.customer_id),
                               lambda trigger_id: self.evaluator.cooldown(trigger_id, firing.customer_id), now,
@@ -144,5 +148,6 @@ class Timers:
 
     async def _publish(self, firing: PendingFiring, status: str, reason: str | None = None) -> None:
         self.counters[f"pending_{status}"] += 1
+        self.metrics.pending_firings.labels(status).inc()
         await self.publisher.send(self.topics.pending, firing.customer_id,
                                   encode(firing.status(status, self.clock(), reason)))

@@ -54,7 +54,7 @@ class EngineParts:
         self.event_time = EventTime([self.topics.streaming, self.topics.cdc, self.topics.outcomes,
                                      self.topics.schema, self.topics.rerouted], self.caught_up.__contains__)
         self.timers = Timers(self.topics, self.catalogs.triggers, self.timer_store, self.event_time, self.evaluator,
-                             self.row_store, self.aggregates, self.publisher, self.clock)
+                             self.row_store, self.aggregates, self.publisher, self.metrics, self.clock)
         self.timed = TimedEvaluation(self.catalogs.triggers, self.evaluator, self.aggregates, self.timers)
         self.intake = SourceIntake(Settings(TRIGGERS_PARTITIONS=partitions), self.topics, self.evaluator,
                                    self.timed, self.row_loads, self.publisher)

@@ -919,7 +919,7 @@ def _make_intake(rows: _Table | None = None) -> tuple[Any, _Producer]:
     timed = TimedEvaluation(catalogs.triggers, evaluator, AggregateStore(_Table()),  # type: ignore[arg-type]
                             Timers(topics, catalogs.triggers, TimerStore(_Table()),  # type: ignore[arg-type]
                                    EventTime([topics.streaming], lambda tp: True), evaluator, row_store,
-                                   AggregateStore(_Table()), publisher, lambda: NOW))  # type: ignore[arg-type]
+                                   AggregateStore(_Table()), publisher, metrics, lambda: NOW))  # type: ignore[arg-type]
     return SourceIntake(Settings(TRIGGERS_PARTITIONS=1), topics, evaluator, timed, row_loads, publisher), producer
 
 
