@@ -35,6 +35,7 @@ class DefinitionIndex:
         # Whether any enabled trigger has a delay, cancelOn or aggregates: events then take
         # the timed path (app/evaluation/timed.py); otherwise nothing of it costs anything.
         self.any_timed = False
+        self.any_delayed = False
         self.aggregate_ids: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
@@ -65,6 +66,8 @@ class DefinitionIndex:
         self._timed.clear()
         enabled = [t for t in self._by_id.values() if t.definition.enabled]
         self.any_timed = any(t.delay_ms or t.aggregates for t in enabled)
+        # Pending firings may exist for disabled triggers too (they are dropped when due).
+        self.any_delayed = any(t.delay_ms for t in self._by_id.values())
         self.aggregate_ids = frozenset(a.id for t in enabled for a in t.aggregates)
 
     def remove(self, trigger_id: str) -> None:

@@ -39,17 +39,20 @@ class TimedEvaluation:
         index = self.triggers.index
         interest = index.timed(event.source, event.type)
         values = None
+        # Read again after a crash, a record must not cancel or schedule twice (its decision
+        # is made again, and its firings carry the same firingIds, as for any event).
+        replayed = index.any_delayed and self.timers.already_applied(event.customer_id, position)
         if interest is not None:
             event_json = event.as_json()
             if interest.aggregates or interest.reads_aggregates:
                 state = self.aggregates.update(event, event_json, event_ms, position, interest.aggregates,
                                                index.aggregate_ids)
                 values = lambda trigger: values_at(trigger, state, event_ms)  # noqa: E731
-            if interest.may_cancel:
+            if interest.may_cancel and not replayed:
                 await self.timers.cancel(event, event_json, event_ms, position)
         result = self.evaluator.evaluate_now(event, values)
         if result is None:
             return
         await self.evaluator.apply(event, result)
-        if result.scheduled:
+        if result.scheduled and not replayed:
             await self.timers.schedule(tp.partition, event.customer_id, result.scheduled, position)

@@ -16,7 +16,7 @@ from app.domain import timers
 from app.domain.encoding import encode
 from app.domain.engine import evaluate_due
 from app.domain.models import Event
-from app.domain.positions import Position
+from app.domain.positions import Position, already_applied
 from app.domain.timers import PendingFiring, to_millis
 from app.evaluation.evaluator import Evaluator
 from app.kafka.consumer import table_partition
@@ -67,6 +67,9 @@ class Timers:
             until = self.event_time.time(tp.partition, to_millis(self.clock()), reading=tp)
             if next_due <= until:
                 await self.fire_due(tp.partition, until)
+
+    def already_applied(self, customer_id: str, position: Position | None) -> bool:
+        return already_applied(self.store.record(customer_id), position)
 
     async def schedule(self, partition: int, customer_id: str, firings: list[PendingFiring],
                        position: Position | None) -> None:
