@@ -90,6 +90,15 @@ class Topics:
         return self._n("journeys.definitions")
 
     @property
+    def policy_definitions(self) -> str:
+        return self._n("policies.definitions")
+
+    @property
+    def suppressed(self) -> str:
+        """Firings a contact policy or trigger limit stopped."""
+        return self._n("triggers.suppressed")
+
+    @property
     def decision_flow_definitions(self) -> str:
         return self._n("decisionflows.definitions")
 
@@ -113,7 +122,7 @@ class Topics:
     @property
     def definition_topics(self) -> list[str]:
         return [self.definitions, self.journey_definitions, self.decision_flow_definitions,
-                self.table_definitions]
+                self.table_definitions, self.policy_definitions]
 
     @property
     def ticks(self) -> str:
@@ -132,7 +141,7 @@ class Topics:
     def specs(self) -> list[TopicSpec]:
         keyed_by_customer = [
             self.streaming, self.cdc, self.outcomes, self.schema, self.deadletter, self.rows,
-            self.rerouted, self.ticks, self.firings, self.pending, self.actions_deadletter,
+            self.rerouted, self.ticks, self.firings, self.pending, self.suppressed, self.actions_deadletter,
             *(self.action(t) for t in ACTION_TYPES),
             self.enrollments, self.journey_events, self.recommendations,
         ]

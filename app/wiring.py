@@ -27,6 +27,7 @@ from app.kafka.publisher import Publisher
 from app.kafka.transport import QuietMonitor
 from app.logs import logging_config
 from app.metrics import Metrics
+from app.policies.gate import ContactGate
 from app.registry.reports import DefinitionReports
 from app.scheduling.clock import ScheduleClock
 from app.scheduling.ticks import ScheduledTicks
@@ -36,6 +37,7 @@ from app.state.enrollments import EnrollmentStore
 from app.state.performed import PerformedLog
 from app.state.rows import RowStore
 from app.timers.event_time import EventTime
+from app.timers.pending import PendingFirings
 from app.timers.service import Timers
 from app.timers.store import TimerStore
 from app.web.api import register_api
@@ -49,27 +51,31 @@ def build(settings: Settings) -> TriggerApp:
     app = new_app(settings)
     metrics = Metrics()
     tables = {name: app.Table(name, default=None, partitions=settings.partitions)
-              for name in ("rows", "cooldowns", "ticks", "performed", "enrollments")}
+              for name in ("rows", "cooldowns", "ticks", "performed", "enrollments", "journey_history")}
     # Timers and aggregates may hold millions of small records: RocksDB's default memtables
     # (64 MB, three per partition and table) would hold them all in memory before a flush.
     tables.update({name: app.Table(name, default=None, partitions=settings.partitions, options=SMALL_MEMTABLES)
-                   for name in ("timers", "aggregates")})
+                   for name in ("timers", "aggregates", "contacts")})
     clock = utc_now
     publisher = Publisher(lambda: app.producer, app.topic_names, metrics, clock)
     row_store = RowStore(tables["rows"], publisher)
 
     # -- intake and evaluation ---------------------------------------------------------------
     topics = app.topic_names
-    evaluator = Evaluator(topics, app.catalogs.triggers, publisher, row_store, tables["cooldowns"], metrics, clock)
+    timer_store = TimerStore(tables["timers"])
+    pending = PendingFirings(topics, timer_store, publisher, metrics, clock)
+    gate = ContactGate(topics, app.catalogs, tables["contacts"], pending, row_store, publisher, settings.partitions,
+                       clock)
+    evaluator = Evaluator(topics, app.catalogs.triggers, publisher, row_store, tables["cooldowns"], metrics, clock,
+                          gate)
     row_loads = RowLoads(topics, app.catalogs.tables, row_store, publisher, metrics, clock)
 
     # -- timers and aggregates (docs/timers.md) -------------------------------------------------
     aggregates = AggregateStore(tables["aggregates"])
-    timer_store = TimerStore(tables["timers"])
     event_time = EventTime([topics.streaming, topics.cdc, topics.outcomes, topics.schema, topics.rerouted],
                            lambda tp: cast(Consumer, app.consumer).caught_up(tp))
-    timers = Timers(topics, app.catalogs.triggers, timer_store, event_time, evaluator, row_store, aggregates,
-                    publisher, metrics, clock)
+    timers = Timers(topics, app.catalogs.triggers, pending, event_time, evaluator, row_store, aggregates,
+                    metrics, clock)
     timed = TimedEvaluation(app.catalogs.triggers, evaluator, aggregates, timers)
 
     @app.timer(interval=settings.timer_pass_seconds)  # type: ignore[untyped-decorator]
@@ -112,7 +118,7 @@ def build(settings: Settings) -> TriggerApp:
     dispatcher = Dispatcher(http, metrics, settings.webhook_max_in_flight, settings.webhook_per_endpoint_concurrency,
                             settings.webhook_per_endpoint_backlog)
     action_counters: Counter[str] = Counter()
-    enrollments = EnrollmentStore(tables["enrollments"])
+    enrollments = EnrollmentStore(tables["enrollments"], tables["journey_history"])
     services = ActionServices(settings, app.topic_names, app.catalogs, publisher, row_store, enrollments, clock)
     performed = PerformedLog(tables["performed"], timedelta(days=settings.dedup_retention_days),
                              settings.dedup_max_per_customer, clock)
@@ -130,7 +136,7 @@ def build(settings: Settings) -> TriggerApp:
 
     # -- web ---------------------------------------------------------------------------------
     register_health(app, lambda: (publisher.counters + intake.counters + row_loads.counters + evaluator.counters
-                                  + timers.counters + action_counters), dispatcher.backlog)
+                                  + timers.counters + gate.counters + action_counters), dispatcher.backlog)
     register_api(app, row_store, aggregates, clock, metrics)
     return app
 

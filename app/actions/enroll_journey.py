@@ -22,8 +22,10 @@ class EnrollJourney(Performer):
         mode = Deduplication(command.action.get("deduplication", Deduplication.SKIP_IF_ACTIVE))
         enrollments = self.services.enrollments
         state, decision = journeys.enroll(enrollments.get(command.customer_id), journey, mode,
-                                          command.firing_id, now)
+                                          command.firing_id, now, enrollments.ever_enrolled(command.customer_id))
         enrollments.put(command.customer_id, state)
+        if decision.status != "skipped":
+            enrollments.remember(command.customer_id, journey_id)
         await self.services.publisher.send(self.services.topics.enrollments, command.customer_id, {
             "enrollmentId": decision.enrollment_id, "journeyId": journey_id, "customerId": command.customer_id,
             "status": decision.status, "firingId": command.firing_id, "at": now.isoformat()})

@@ -161,7 +161,7 @@ def _summary(bundle: ConfigBundle) -> str:
 def _topic_for(kind: str) -> str:
     return {"triggers": _topics().definitions, "journeys": _topics().journey_definitions,
             "decisionflows": _topics().decision_flow_definitions,
-            "tables": _topics().table_definitions}[kind]
+            "tables": _topics().table_definitions, "policies": _topics().policy_definitions}[kind]
 
 
 async def publish(bundle: ConfigBundle) -> None:
@@ -170,7 +170,7 @@ async def publish(bundle: ConfigBundle) -> None:
     await producer.start()
     try:
         # Tables, journeys and flows first: triggers that use them then find them defined.
-        for kind in ("tables", "journeys", "decisionflows", "triggers"):
+        for kind in ("tables", "journeys", "decisionflows", "policies", "triggers"):
             id_field = KINDS[kind][1]
             for _where, item in bundle.definitions[kind]:
                 await producer.send(_topic_for(kind), key=item[id_field].encode(), value=encode(item))

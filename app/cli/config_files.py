@@ -12,6 +12,7 @@ from app.domain.definitions import (
     compile_decision_flow,
     compile_definition,
     compile_journey,
+    compile_policy_definition,
     compile_schema_table,
 )
 from app.domain.intake import DuplicateKeys, load_unique_json
@@ -24,6 +25,7 @@ KINDS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "journeys": (compile_journey, "id"),
     "decisionflows": (compile_decision_flow, "id"),
     "tables": (compile_schema_table, "name"),
+    "policies": (compile_policy_definition, "id"),
 }
 TRIGGERS_DIR = "triggers"
 ROWS_DIR = "rows"
@@ -45,7 +47,7 @@ class ConfigBundle:
 
 def read_config(paths: list[Path]) -> ConfigBundle:
     """Definitions from `*.json` files (one object or a list) in the folders `triggers/`,
-    `journeys/`, `decisionflows/` and `tables/` (a file named directly is a trigger);
+    `journeys/`, `decisionflows/`, `tables/` and `policies/` (a file named directly is a trigger);
     schema-table rows from `*.jsonl` files in `rows/`."""
     bundle = ConfigBundle()
     for path in paths:

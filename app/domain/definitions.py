@@ -24,6 +24,7 @@ from app.domain.models import (
     UpdateAttributeAction,
     WebhookAction,
 )
+from app.domain.policies import CompiledPolicy, PolicyDefinition, compile_policy
 from app.domain.schema import SchemaTable
 from app.domain.webhooks import template_errors
 from app.errors import InvalidDefinition, InvalidExpression
@@ -241,6 +242,14 @@ def compile_decision_flow(value: bytes | str | dict[str, Any], key: str | None =
         return compile_flow(flow)
     except InvalidExpression as exc:
         raise InvalidDefinition(flow.id, [str(exc)]) from None
+
+
+def compile_policy_definition(value: bytes | str | dict[str, Any], key: str | None = None) -> CompiledPolicy:
+    policy = _validated(PolicyDefinition, value, key)
+    try:
+        return compile_policy(policy)
+    except InvalidExpression as exc:
+        raise InvalidDefinition(policy.id, [str(exc)]) from None
 
 
 def compile_schema_table(value: bytes | str | dict[str, Any], key: str | None = None) -> SchemaTable:

@@ -60,12 +60,14 @@ def enrollment_id(firing_id: str) -> str:
 
 
 def enroll(enrollments: list[Enrollment], journey: JourneyDefinition, mode: Deduplication,
-           firing_id: str, now: datetime) -> tuple[list[Enrollment], EnrollmentDecision]:
+           firing_id: str, now: datetime, ever_enrolled: frozenset[str] = frozenset()
+           ) -> tuple[list[Enrollment], EnrollmentDecision]:
     """Apply one enroll_journey firing to a customer's active enrollments.
 
     skip_if_active: an active enrollment in the journey wins, the firing is `skipped`.
     restart: active enrollments in the journey end and a new one starts (`restarted`).
     allow_multiple: a new enrollment runs alongside any active ones.
+    skip_if_ever_enrolled: no re-entry: skipped if the customer was ever enrolled in the journey.
     A replayed firing finds its own enrollment and changes nothing.
     """
     live = _active(enrollments, now)
@@ -75,6 +77,8 @@ def enroll(enrollments: list[Enrollment], journey: JourneyDefinition, mode: Dedu
     active = [e for e in live if e.journey_id == journey.id]
     if mode is Deduplication.SKIP_IF_ACTIVE and active:
         return live, EnrollmentDecision("skipped", active[0].enrollment_id)
+    if mode is Deduplication.SKIP_IF_EVER_ENROLLED and (active or journey.id in ever_enrolled):
+        return live, EnrollmentDecision("skipped", active[0].enrollment_id if active else new_id)
     status = "restarted" if mode is Deduplication.RESTART and active else "enrolled"
     if mode is Deduplication.RESTART:
         live = [e for e in live if e not in active]

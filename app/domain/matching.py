@@ -36,6 +36,7 @@ class DefinitionIndex:
         # the timed path (app/evaluation/timed.py); otherwise nothing of it costs anything.
         self.any_timed = False
         self.any_delayed = False
+        self.any_limited = False
         self.aggregate_ids: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
@@ -68,6 +69,7 @@ class DefinitionIndex:
         self.any_timed = any(t.delay_ms or t.aggregates for t in enabled)
         # Pending firings may exist for disabled triggers too (they are dropped when due).
         self.any_delayed = any(t.delay_ms for t in self._by_id.values())
+        self.any_limited = any(t.definition.limit is not None for t in enabled)
         self.aggregate_ids = frozenset(a.id for t in enabled for a in t.aggregates)
 
     def remove(self, trigger_id: str) -> None:

@@ -55,6 +55,7 @@ class Deduplication(StrEnum):
     SKIP_IF_ACTIVE = "skip_if_active"
     RESTART = "restart"
     ALLOW_MULTIPLE = "allow_multiple"
+    SKIP_IF_EVER_ENROLLED = "skip_if_ever_enrolled"
 
 
 def refuse(reason: str) -> PydanticCustomError:
@@ -191,6 +192,14 @@ class Schedule(Contract):
         return value
 
 
+class TriggerLimit(Contract):
+    """A trigger's own `limit`: at most `max` performed firings per customer in the sliding
+    `window`, or ever without one."""
+
+    max: int = Field(ge=1, le=1_000_000, strict=True)
+    window: Duration | None = None
+
+
 class CancelOn(Contract):
     """Events that cancel a pending (delayed) firing of the same customer."""
 
@@ -252,6 +261,7 @@ class TriggerDefinition(Contract):
     priority: int = Field(default=50, ge=1, le=100, strict=True)
     schedule: Schedule | None = None
     delay: Duration | None = None
+    limit: TriggerLimit | None = None
     cancel_on: list[CancelOn] = Field(default_factory=list, alias="cancelOn", max_length=limits.MAX_CANCEL_ON)
     aggregates: dict[AggregateName, AggregateDefinition] = Field(default_factory=dict,
                                                                  max_length=limits.MAX_AGGREGATES)

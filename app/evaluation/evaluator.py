@@ -10,13 +10,15 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
-from app.domain.cooldown import CooldownMark
+from app.domain.cooldown import CooldownMark, effective_time
 from app.domain.deadletters import MAX_RECORD_BYTES, action_dead_letter
 from app.domain.encoding import encode
 from app.domain.engine import AggregateValues, Evaluation, evaluate
 from app.domain.models import ActionCommand, Event, Source
+from app.domain.timers import to_millis
 from app.kafka.publisher import Publisher
 from app.metrics import Metrics
+from app.policies.gate import ContactGate
 from app.registry.catalogs import TriggerCatalog
 from app.state.rows import RowStore
 from app.state.tables import Table, cooldown_key, stored
@@ -31,7 +33,8 @@ class Evaluator:
     """Decides for events (intake's) and applies decisions (intake's and scheduled ticks')."""
 
     def __init__(self, topics: Topics, triggers: TriggerCatalog, publisher: Publisher, row_store: RowStore,
-                 cooldowns: Table, metrics: Metrics, clock: Callable[[], datetime]) -> None:
+                 cooldowns: Table, metrics: Metrics, clock: Callable[[], datetime],
+                 gate: ContactGate | None = None) -> None:
         self.topics = topics
         self.triggers = triggers
         self.publisher = publisher
@@ -39,6 +42,7 @@ class Evaluator:
         self.cooldowns = cooldowns
         self.metrics = metrics
         self.clock = clock
+        self.gate = gate
         self.counters: Counter[str] = Counter()
 
     async def evaluate(self, event: Event) -> None:
@@ -68,13 +72,17 @@ class Evaluator:
         return CooldownMark.from_json(mark) if mark else None
 
     async def apply(self, event: Event, result: Evaluation) -> None:
-        await self.apply_for(event.customer_id, event.id, result)
+        await self.apply_for(event.customer_id, event.id, result, effective_time(event.timestamp, self.clock()))
 
-    async def apply_for(self, customer_id: str, event_id: str, result: Evaluation) -> None:
-        """Store the cooldown marks, then emit the firings in order. A firing too large to
-        produce is refused first, so its cooldown is not stored either. (Scheduled firings
-        are the timers' to store: app/evaluation/timed.py.)"""
+    async def apply_for(self, customer_id: str, event_id: str, result: Evaluation, at: datetime) -> None:
+        """Pass the firings through the contact gate (policies and limits, counted at `at`:
+        the event's time, or a delayed firing's due time), store the cooldown marks of those
+        that pass, then emit them in order. A firing too large to produce is refused first,
+        so its cooldown is not stored either. (Scheduled firings are the timers' to store:
+        app/evaluation/timed.py.)"""
         self._count(event_id, result)
+        if result.firings and self.gate is not None and self.gate.active:
+            await self._admit(customer_id, result, at)
         firings: list[tuple[ActionCommand, bytes]] = []
         refused: set[str] = set()
         for command in result.firings:
@@ -89,6 +97,14 @@ class Evaluator:
                 self.cooldowns[cooldown_key(trigger_id, customer_id)] = mark.to_json()
         for command, value in firings:
             await self._emit(command, value)
+
+    async def _admit(self, customer_id: str, result: Evaluation, at: datetime) -> None:
+        assert self.gate is not None
+        admitted = await self.gate.admit(customer_id, result.firings, to_millis(at))
+        if len(admitted) != len(result.firings):  # no action and no cooldown for the others
+            kept = {command.trigger_id for command in admitted}
+            result.firings = admitted
+            result.cooldown_marks = {tid: mark for tid, mark in result.cooldown_marks.items() if tid in kept}
 
     def _count(self, event_id: str, result: Evaluation) -> None:
         for trigger_id, error in result.condition_errors:

@@ -13,10 +13,12 @@ from app.domain.definitions import (
     compile_decision_flow,
     compile_definition,
     compile_journey,
+    compile_policy_definition,
     compile_schema_table,
 )
 from app.domain.journeys import JourneyDefinition
 from app.domain.matching import DefinitionIndex
+from app.domain.policies import CompiledPolicy
 from app.domain.schema import CUSTOMERS, DEFAULT_CUSTOMERS, SchemaTable
 from app.errors import InvalidDefinition
 from app.topics import Topics
@@ -126,6 +128,25 @@ class TableCatalog(Catalog[SchemaTable]):
         return found if found is not None or name != CUSTOMERS else DEFAULT_CUSTOMERS
 
 
+class PolicyCatalog(Catalog[CompiledPolicy]):
+    """Contact policies; `enabled` lists those in force, in id order."""
+
+    def __init__(self) -> None:
+        super().__init__("policy", compile_policy_definition)
+        self.enabled: list[CompiledPolicy] = []
+
+    def _put(self, key: str, item: CompiledPolicy) -> None:
+        super()._put(key, item)
+        self._changed()
+
+    def _remove(self, key: str) -> None:
+        super()._remove(key)
+        self._changed()
+
+    def _changed(self) -> None:
+        self.enabled = [policy for _, policy in sorted(self.items.items()) if policy.definition.enabled]
+
+
 def journey_catalog() -> Catalog[JourneyDefinition]:
     return Catalog("journey", compile_journey)
 
@@ -142,9 +163,11 @@ class Catalogs:
         self.journeys = journey_catalog()
         self.decision_flows = decision_flow_catalog()
         self.tables = TableCatalog()
+        self.policies = PolicyCatalog()
         self.by_topic: dict[str, Catalog[Any]] = {
             topics.definitions: self.triggers,
             topics.journey_definitions: self.journeys,
             topics.decision_flow_definitions: self.decision_flows,
             topics.table_definitions: self.tables,
+            topics.policy_definitions: self.policies,
         }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -13,41 +12,39 @@ from functools import partial
 from faust.types import TP
 
 from app.domain import timers
-from app.domain.encoding import encode
 from app.domain.engine import evaluate_due
 from app.domain.models import Event
 from app.domain.positions import Position, already_applied
 from app.domain.timers import PendingFiring, to_millis
 from app.evaluation.evaluator import Evaluator
 from app.kafka.consumer import table_partition
-from app.kafka.publisher import Publisher
 from app.metrics import Metrics
 from app.registry.catalogs import TriggerCatalog
 from app.state.aggregates import AggregateStore, values_at
 from app.state.rows import RowStore
 from app.timers.event_time import EventTime
-from app.timers.store import TimerStore
+from app.timers.pending import PendingFirings
 from app.topics import Topics
 
 log = logging.getLogger(__name__)
 
 
 class Timers:
-    def __init__(self, topics: Topics, triggers: TriggerCatalog, store: TimerStore, event_time: EventTime,
-                 evaluator: Evaluator, row_store: RowStore, aggregates: AggregateStore, publisher: Publisher,
-                 metrics: Metrics, clock: Callable[[], datetime]) -> None:
+    def __init__(self, topics: Topics, triggers: TriggerCatalog, pending: PendingFirings, event_time: EventTime,
+                 evaluator: Evaluator, row_store: RowStore, aggregates: AggregateStore, metrics: Metrics,
+                 clock: Callable[[], datetime]) -> None:
         self.topics = topics
         self.triggers = triggers
-        self.store = store
+        self.pending = pending
+        self.store = pending.store
         self.event_time = event_time
         self.evaluator = evaluator
         self.row_store = row_store
         self.aggregates = aggregates
-        self.publisher = publisher
         self.metrics = metrics
         self.clock = clock
         self.locks: dict[int, asyncio.Lock] = {}
-        self.counters: Counter[str] = Counter()
+        self.counters = pending.counters
 
     def lock(self, partition: int) -> asyncio.Lock:
         """Held while a partition's events or due firings are handled: one at a time, so a
@@ -73,14 +70,7 @@ class Timers:
 
     async def schedule(self, partition: int, customer_id: str, firings: list[PendingFiring],
                        position: Position | None) -> None:
-        record, scheduled, dropped = timers.schedule(self.store.record(customer_id), firings, position)
-        self.store.write(customer_id, record)
-        self.store.index(partition, scheduled)
-        for firing in scheduled:
-            await self._publish(firing, "scheduled")
-        for firing in dropped:
-            await self._publish(firing, "dropped", f"more than {timers.MAX_PENDING_PER_CUSTOMER} pending "
-                                                   "firings for this customer")
+        await self.pending.schedule(partition, customer_id, firings, position)
 
     async def cancel(self, event: Event, event_json: dict[str, object], event_ms: int,
                      position: Position | None) -> None:
@@ -138,7 +128,8 @@ class Timers:
         result = evaluate_due(trigger, firing, partial(self.row_store.customer, firing.customer_id),
                               lambda trigger_id: self.evaluator.cooldown(trigger_id, firing.customer_id), now,
                               lambda t: values_at(t, state, firing.due_ms))
-        await self.evaluator.apply_for(firing.customer_id, firing.event_id, result)
+        due_at = datetime.fromtimestamp(firing.due_ms / 1000, tz=now.tzinfo)
+        await self.evaluator.apply_for(firing.customer_id, firing.event_id, result, min(due_at, now))
         if result.firings:
             self.counters["delayed_fired"] += 1
             await self._publish(firing, "fired")
@@ -150,7 +141,4 @@ class Timers:
             await self._publish(firing, "dropped", "conditions no longer hold")
 
     async def _publish(self, firing: PendingFiring, status: str, reason: str | None = None) -> None:
-        self.counters[f"pending_{status}"] += 1
-        self.metrics.pending_firings.labels(status).inc()
-        await self.publisher.send(self.topics.pending, firing.customer_id,
-                                  encode(firing.status(status, self.clock(), reason)))
+        await self.pending.publish(firing, status, reason)

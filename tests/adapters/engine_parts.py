@@ -14,11 +14,13 @@ from app.intake.sources import SourceIntake
 from app.kafka.partitioner import partition_for
 from app.kafka.publisher import Publisher
 from app.metrics import Metrics
+from app.policies.gate import ContactGate
 from app.registry.catalogs import Catalogs
 from app.settings import Settings
 from app.state.aggregates import AggregateStore
 from app.state.rows import RowStore
 from app.timers.event_time import EventTime
+from app.timers.pending import PendingFirings
 from app.timers.service import Timers
 from app.timers.store import TimerStore
 from app.topics import Topics
@@ -42,19 +44,22 @@ class EngineParts:
         self.rows, self.cooldowns, self.ticks_done = DictTable(), DictTable(), DictTable()
         self.publisher = Publisher(lambda: self.producer, self.topics, self.metrics, self.clock)
         self.row_store = RowStore(self.rows, self.publisher)  # type: ignore[arg-type]
+        self.timers_table, self.aggregates_table, self.contacts = DictTable(), DictTable(), DictTable()
+        self.timer_store = TimerStore(self.timers_table)  # type: ignore[arg-type]
+        self.pending = PendingFirings(self.topics, self.timer_store, self.publisher, self.metrics, self.clock)
+        self.gate = ContactGate(self.topics, self.catalogs, self.contacts, self.pending,  # type: ignore[arg-type]
+                                self.row_store, self.publisher, partitions, self.clock)
         self.evaluator = Evaluator(self.topics, self.catalogs.triggers, self.publisher, self.row_store,
-                                   self.cooldowns, self.metrics, self.clock)  # type: ignore[arg-type]
+                                   self.cooldowns, self.metrics, self.clock, self.gate)  # type: ignore[arg-type]
         self.row_loads = RowLoads(self.topics, self.catalogs.tables, self.row_store, self.publisher,
                                   self.metrics, self.clock)
-        self.timers_table, self.aggregates_table = DictTable(), DictTable()
         self.aggregates = AggregateStore(self.aggregates_table)  # type: ignore[arg-type]
-        self.timer_store = TimerStore(self.timers_table)  # type: ignore[arg-type]
         # Topic-partitions with nothing left to read: the rest have a backlog (event time).
         self.caught_up: set[TP] = set()
         self.event_time = EventTime([self.topics.streaming, self.topics.cdc, self.topics.outcomes,
                                      self.topics.schema, self.topics.rerouted], self.caught_up.__contains__)
-        self.timers = Timers(self.topics, self.catalogs.triggers, self.timer_store, self.event_time, self.evaluator,
-                             self.row_store, self.aggregates, self.publisher, self.metrics, self.clock)
+        self.timers = Timers(self.topics, self.catalogs.triggers, self.pending, self.event_time, self.evaluator,
+                             self.row_store, self.aggregates, self.metrics, self.clock)
         self.timed = TimedEvaluation(self.catalogs.triggers, self.evaluator, self.aggregates, self.timers)
         self.intake = SourceIntake(Settings(TRIGGERS_PARTITIONS=partitions), self.topics, self.evaluator,
                                    self.timed, self.row_loads, self.publisher)

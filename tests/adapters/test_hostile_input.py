@@ -905,6 +905,7 @@ def _make_intake(rows: _Table | None = None) -> tuple[Any, _Producer]:
     from app.state.aggregates import AggregateStore
     from app.state.rows import RowStore
     from app.timers.event_time import EventTime
+    from app.timers.pending import PendingFirings
     from app.timers.service import Timers
     from app.timers.store import TimerStore
     from app.topics import Topics
@@ -917,9 +918,11 @@ def _make_intake(rows: _Table | None = None) -> tuple[Any, _Producer]:
                           lambda: NOW)
     row_loads = RowLoads(topics, catalogs.tables, row_store, publisher, metrics, lambda: NOW)
     timed = TimedEvaluation(catalogs.triggers, evaluator, AggregateStore(_Table()),  # type: ignore[arg-type]
-                            Timers(topics, catalogs.triggers, TimerStore(_Table()),  # type: ignore[arg-type]
+                            Timers(topics, catalogs.triggers,
+                                   PendingFirings(topics, TimerStore(_Table()), publisher, metrics,  # type: ignore[arg-type]
+                                                  lambda: NOW),
                                    EventTime([topics.streaming], lambda tp: True), evaluator, row_store,
-                                   AggregateStore(_Table()), publisher, metrics, lambda: NOW))  # type: ignore[arg-type]
+                                   AggregateStore(_Table()), metrics, lambda: NOW))  # type: ignore[arg-type]
     return SourceIntake(Settings(TRIGGERS_PARTITIONS=1), topics, evaluator, timed, row_loads, publisher), producer
 
 

@@ -103,7 +103,7 @@ class Actions:
         self.rows = DictTable()
         self.catalogs = Catalogs(TOPICS)
         self.enrollments_table = DictTable()
-        self.enrollments = EnrollmentStore(self.enrollments_table)
+        self.enrollments = EnrollmentStore(self.enrollments_table, DictTable())
         self.performed_table = DictTable()
         self.counters: Counter[str] = Counter()
         self.http = FakeHttp()

@@ -1,0 +1,1 @@
+"""Contact policies and trigger limits, applied to firings before they are emitted."""

@@ -1,0 +1,46 @@
+"""Adding pending firings to the timers table, and their records on `triggers.pending`: for
+delayed triggers (app/evaluation/timed.py) and for firings held until quiet hours end
+(app/policies/gate.py)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+
+from app.domain import timers
+from app.domain.encoding import encode
+from app.domain.positions import Position
+from app.domain.timers import PendingFiring
+from app.kafka.publisher import Publisher
+from app.metrics import Metrics
+from app.timers.store import TimerStore
+from app.topics import Topics
+
+
+class PendingFirings:
+    def __init__(self, topics: Topics, store: TimerStore, publisher: Publisher, metrics: Metrics,
+                 clock: Callable[[], datetime]) -> None:
+        self.topics = topics
+        self.store = store
+        self.publisher = publisher
+        self.metrics = metrics
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+
+    async def schedule(self, partition: int, customer_id: str, firings: list[PendingFiring],
+                       position: Position | None, reason: str | None = None) -> None:
+        record, scheduled, dropped = timers.schedule(self.store.record(customer_id), firings, position)
+        self.store.write(customer_id, record)
+        self.store.index(partition, scheduled)
+        for firing in scheduled:
+            await self.publish(firing, "scheduled", reason)
+        for firing in dropped:
+            await self.publish(firing, "dropped", f"more than {timers.MAX_PENDING_PER_CUSTOMER} pending "
+                                                  "firings for this customer")
+
+    async def publish(self, firing: PendingFiring, status: str, reason: str | None = None) -> None:
+        self.counters[f"pending_{status}"] += 1
+        self.metrics.pending_firings.labels(status).inc()
+        await self.publisher.send(self.topics.pending, firing.customer_id,
+                                  encode(firing.status(status, self.clock(), reason)))
