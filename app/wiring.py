@@ -78,6 +78,8 @@ def build(settings: Settings) -> TriggerApp:
                     metrics, clock)
     timed = TimedEvaluation(app.catalogs.triggers, evaluator, aggregates, timers)
 
+    swept: set[frozenset[str]] = set()  # the aggregates in use when the local state was last swept
+
     @app.timer(interval=settings.timer_pass_seconds)  # type: ignore[untyped-decorator]
     async def due_timers() -> None:
         """The clock's pass: fires what is due once a partition has no backlog left."""
@@ -85,6 +87,12 @@ def build(settings: Settings) -> TriggerApp:
             return
         if timer_store.generation != app.consumer_generation_id:
             await timer_store.rebuild(app.consumer_generation_id)
+            swept.clear()  # partitions may have come from another worker
+        in_use = app.catalogs.triggers.index.aggregate_ids
+        if swept != {in_use}:
+            await aggregates.drop_unused(in_use, topics.streaming)
+            swept.clear()
+            swept.add(in_use)
         now_ms = to_millis(clock())
         for partition in list(timer_store.heaps):
             await timers.fire_due_now(partition, now_ms)
@@ -137,7 +145,7 @@ def build(settings: Settings) -> TriggerApp:
     # -- web ---------------------------------------------------------------------------------
     register_health(app, lambda: (publisher.counters + intake.counters + row_loads.counters + evaluator.counters
                                   + timers.counters + gate.counters + action_counters), dispatcher.backlog)
-    register_api(app, row_store, aggregates, clock, metrics)
+    register_api(app, row_store, aggregates, gate, clock, metrics)
     return app
 
 

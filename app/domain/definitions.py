@@ -110,7 +110,10 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
         conditions = data.get("conditions")
         if (isinstance(conditions, list) and len(conditions) <= limits.MAX_CONDITIONS
                 and all(isinstance(c, str) for c in conditions)):
-            _parse_all("conditions", conditions, problems, TRIGGER_SCOPE_NAMES)
+            parsed = _parse_all("conditions", conditions, problems, TRIGGER_SCOPE_NAMES)
+            defined = data.get("aggregates")
+            problems.extend(unknown_reference_errors("conditions", parsed,
+                                                     defined if isinstance(defined, dict) else ()))
         raise InvalidDefinition(trigger_id, problems) from None
     errors: list[str] = []
     if key is not None and key != definition.id:

@@ -272,17 +272,19 @@ class TriggerDefinition(Contract):
         return {"cron": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _schedule_only_when_scheduled(self) -> TriggerDefinition:
-        if self.source is Source.SCHEDULED and self.schedule is None:
-            raise ValueError("a scheduled trigger needs a schedule")
-        if self.source is not Source.SCHEDULED and self.schedule is not None:
-            raise ValueError("schedule is only allowed when source is 'scheduled'")
-        if self.cancel_on and self.delay is None:
-            raise ValueError("cancelOn needs a delay: only a pending firing can be cancelled")
-        if self.delay is not None and self.source is Source.SCHEDULED:
-            raise ValueError("delay is not allowed on a scheduled trigger: delay its schedule instead")
-        if self.aggregates and self.source is Source.SCHEDULED:
-            raise ValueError("aggregates are not available on a scheduled trigger: a tick is not a customer's event")
+    def _fields_that_go_together(self) -> TriggerDefinition:
+        scheduled = self.source is Source.SCHEDULED
+        problems = [problem for problem, found in (
+            ("a scheduled trigger needs a schedule", scheduled and self.schedule is None),
+            ("schedule is only allowed when source is 'scheduled'", not scheduled and self.schedule is not None),
+            ("cancelOn needs a delay: only a pending firing can be cancelled", self.cancel_on and self.delay is None),
+            ("delay is not allowed on a scheduled trigger: delay its schedule instead",
+             scheduled and self.delay is not None),
+            ("aggregates are not available on a scheduled trigger: a tick is not a customer's event",
+             scheduled and bool(self.aggregates)),
+        ) if found]
+        if problems:  # every one at once: one round of fixes is enough
+            raise ValueError("; ".join(problems))
         return self
 
     def public_dict(self) -> dict[str, Any]:

@@ -275,3 +275,37 @@ def _count(state: Contacts, command: Any, applicable: list[CompiledPolicy], limi
         if policy.definition.limits:
             kept = [e for e in state["p"].get(policy.id, []) if e[0] > at_ms - policy.longest_window_ms]
             state["p"][policy.id] = sorted([*kept, entry])
+
+
+def explain_policies(action_type: str, priority: int, trigger_id: str, policies: list[CompiledPolicy],
+                     limit: TriggerLimit | None, contacts: Contacts | None, at_ms: int,
+                     customer: Any) -> dict[str, Any]:
+    """For a dry run: which policies apply to a firing of this trigger, and whether the
+    customer is capped or in quiet hours at `at_ms` — nothing counted."""
+    state: Contacts = {"p": (contacts or {}).get("p", {}), "t": (contacts or {}).get("t", {})}
+    at = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
+    applying = []
+    for policy in policies:
+        if not policy.applies(action_type, priority, trigger_id):
+            continue
+        entries = state["p"].get(policy.id, [])
+        counts = [(limit_, _in_window(entries, limit_.window, at_ms)) for limit_ in policy.definition.limits]
+        quiet = policy.definition.quiet_hours
+        until = quiet_until(quiet, policy.zone(customer), at) if quiet is not None else None
+        applying.append({
+            "policyId": policy.id,
+            "limits": [{"max": limit_.max, "window": limit_.window.to_json(), "counted": counted}
+                       for limit_, counted in counts],
+            "capped": any(counted >= limit_.max for limit_, counted in counts),
+            "quietHoursNow": until is not None,
+            "quietUntil": until.isoformat() if until is not None else None,
+            "during": quiet.during.value if quiet is not None else None})
+    report: dict[str, Any] = {"applying": applying,
+                              "exempt": "priority above every policy's maxPriority" if not applying and any(
+                                  policy.definition.enabled and action_type in policy.definition.applies_to.action_types
+                                  for policy in policies) else None}
+    if limit is not None:
+        counted = _in_window(state["t"].get(trigger_id, []), limit.window, at_ms)
+        report["triggerLimit"] = {"max": limit.max, "window": limit.window.to_json() if limit.window else None,
+                                  "counted": counted, "reached": counted >= limit.max}
+    return report

@@ -9,11 +9,13 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from app.domain import policies
+from app.domain.definitions import CompiledTrigger
 from app.domain.encoding import encode
 from app.domain.models import ActionCommand, TriggerLimit
-from app.domain.timers import PendingFiring, millis_iso
+from app.domain.timers import PendingFiring, millis_iso, to_millis
 from app.kafka.partitioner import partition_for
 from app.kafka.publisher import Publisher
 from app.registry.catalogs import Catalogs
@@ -66,6 +68,14 @@ class ContactGate:
             await self.pending.schedule(partition_for(customer_id, self.partitions), customer_id, [held], None,
                                         reason=f"quiet_hours: policy {policy_id} until {millis_iso(due_ms)}")
         return admission.admitted
+
+    def explain(self, trigger: CompiledTrigger, customer_id: str, customer: dict[str, Any] | None,
+                now: datetime) -> dict[str, Any]:
+        """The policies and limit a firing of `trigger` would meet now (nothing counted)."""
+        definition = trigger.definition
+        return policies.explain_policies(str(trigger.command_action["type"]), definition.priority, trigger.id,
+                                         self.policies.enabled, definition.limit,
+                                         stored(self.contacts, customer_id), to_millis(now), customer)
 
     async def _suppressed(self, command: ActionCommand, reason: str, policy_id: str | None) -> None:
         self.counters[f"suppressed_{reason}"] += 1

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from faust.types import TP
 
 from app.domain import windows
 from app.domain.aggregates import CompiledAggregate
 from app.domain.definitions import CompiledTrigger
 from app.domain.models import Event
 from app.domain.positions import Position, already_applied, with_position
-from app.state.tables import Table, stored
+from app.kafka.consumer import table_partition
+from app.state.tables import Table, owned_partitions, partition_items, stored
 
 AggregateState = Mapping[str, list[list[Any]]]
 
@@ -40,6 +44,26 @@ class AggregateStore:
             # Storable as it is: windows.add keeps numbers within what the table codec writes.
             self.table[event.customer_id] = with_position({**(record or {}), "aggs": state}, position)
         return state
+
+    async def drop_unused(self, in_use: frozenset[str], topic: str) -> int:
+        """Remove from every local record the state of aggregates no enabled trigger uses
+        (after a definition changed or was deleted); returns the records rewritten. A
+        customer with later events would drop it then too: this sweep covers those without."""
+        rewritten = 0
+        for partition in sorted(owned_partitions(self.table)):
+            stale = []
+            for scanned, (customer_id, record) in enumerate(partition_items(self.table, partition), start=1):
+                if isinstance(record, dict) and any(agg_id not in in_use for agg_id in record.get("aggs", {})):
+                    stale.append((customer_id, record))
+                if scanned % 2_000 == 0:
+                    await asyncio.sleep(0)  # a large store must not stall the worker's events
+            with table_partition(TP(topic, partition)):
+                for customer_id, record in stale:
+                    aggs = {agg_id: entries for agg_id, entries in record["aggs"].items() if agg_id in in_use}
+                    self.table[customer_id] = {**record, "aggs": aggs}
+                    rewritten += 1
+            await asyncio.sleep(0)
+        return rewritten
 
     def state(self, customer_id: str) -> AggregateState:
         record = stored(self.table, customer_id)

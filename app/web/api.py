@@ -32,7 +32,8 @@ from app.web.auth import Unauthorized, authenticate
 if TYPE_CHECKING:
     from app.kafka.app import TriggerApp
     from app.metrics import Metrics
-    from app.state.aggregates import AggregateStore
+    from app.policies.gate import ContactGate
+from app.state.aggregates import AggregateStore
 from app.state.rows import RowStore
 
 log = logging.getLogger(__name__)
@@ -290,6 +291,12 @@ class Api:
     clock: Callable[[], datetime]
     metrics: Metrics
     tokens: tuple[ApiToken, ...]
+    gate: ContactGate | None = None
+
+    def policies_now(self, trigger: CompiledTrigger, customer_id: str, customer: dict[str, Any] | None,
+                     now: datetime) -> dict[str, Any] | None:
+        """For a dry run: the contact policies and limit that would apply, and the customer's standing."""
+        return self.gate.explain(trigger, customer_id, customer, now) if self.gate is not None else None
 
     async def write_body(self, request: Request) -> Any:
         """A write's body (bounded) as JSON; the caller was authorised by ApiView.dispatch."""
@@ -364,10 +371,10 @@ async def _read_bounded(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
         chunks.append(chunk)
 
 
-def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStore, clock: Callable[[], datetime],
-                 metrics: Metrics) -> None:
+def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStore, gate: ContactGate,
+                 clock: Callable[[], datetime], metrics: Metrics) -> None:
     """Add the API's pages to `app` (paths work with and without a trailing slash)."""
-    api = Api(app, row_store, clock, metrics, app.settings.api_tokens)
+    api = Api(app, row_store, clock, metrics, app.settings.api_tokens, gate)
 
     def page(path: str, name: str, view: type[View]) -> None:
         for variant in (path, path + "/"):
@@ -432,6 +439,7 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
             customer = dry_run.customer if dry_run.customer_given else api.row_store.customer(event.customer_id)
             history = aggregates.state(event.customer_id) if trigger.aggregates else None
             result = explain(trigger, event, customer, now, history)
+            result["policies"] = api.policies_now(trigger, event.customer_id, customer, now)
             return self.json({**result, "action": public_action(result["action"]), "event": event.as_json(),
                               "customerFrom": "request" if dry_run.customer_given else "table"})
 

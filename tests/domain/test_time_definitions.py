@@ -236,15 +236,11 @@ def test_every_problem_is_reported_at_once() -> None:
     assert [error.split(":")[0] for error in errors] == ["aggregates.s.of", "conditions"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: TriggerDefinition._schedule_only_when_scheduled raises at the first "
-                                       "problem, so a scheduled trigger with a delay and aggregates names one")
 def test_a_scheduled_trigger_with_both_a_delay_and_aggregates_is_told_of_both() -> None:
     errors = " ".join(problems({**SCHEDULED, "delay": {"minutes": 5}, "aggregates": {"n": HOUR_COUNT}}))
     assert "delay is not allowed" in errors and "aggregates are not available" in errors
 
 
-@pytest.mark.xfail(strict=True, reason="bug: compile_definition checks agg.<name> references only once the model "
-                                       "validates; with any field error an undefined name goes unreported")
 def test_an_undefined_agg_name_is_reported_along_with_a_field_error() -> None:
     errors = problems(definition(aggregates={"n": {"fn": "count", "window": {"days": 91}}},
                                  conditions=["agg.n > 1", "agg.nope > 1"]))
