@@ -81,8 +81,13 @@ class CancelRule:
             return False
         if not self.passes_filters(event_json):
             return False
-        return all(name in pending_event and name in event_json and pending_event[name] == event_json[name]
+        return all(name in pending_event and name in event_json and _same(pending_event[name], event_json[name])
                    for name in self.same_fields)
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Equal as in filters: `true` is not 1."""
+    return left == right and isinstance(left, bool) == isinstance(right, bool)
 
 
 def action_config(definition: TriggerDefinition) -> dict[str, Any]:

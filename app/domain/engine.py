@@ -39,6 +39,10 @@ class Evaluation:
     cooled_down: list[str] = field(default_factory=list)
     # Delayed triggers that matched: they fire (or not) at their due time.
     scheduled: list[PendingFiring] = field(default_factory=list)
+    # What the contact gate did with firings (set by the shell): firingIds held until quiet
+    # hours end, and (firingId, reason) of those it suppressed.
+    held: list[str] = field(default_factory=list)
+    suppressed: list[tuple[str, str]] = field(default_factory=list)
     # True when the event's evaluation budget ran out: the triggers not evaluated are in
     # condition_errors with budget_exhausted_reason.
     budget_exhausted: bool = False

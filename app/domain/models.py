@@ -20,6 +20,7 @@ from pydantic import (
     PlainValidator,
     SecretStr,
     UrlConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -209,6 +210,13 @@ class CancelOn(Contract):
     # Fields that must be present and equal in the pending firing's event and the cancelling one.
     same_fields: list[FieldName] = Field(default_factory=list, alias="sameFields", max_length=limits.MAX_FILTERS)
 
+    @field_validator("source")
+    @classmethod
+    def _an_event_source(cls, value: Source) -> Source:
+        if value is Source.SCHEDULED:
+            raise refuse("a tick never cancels: use streaming, cdc, schema_table or outcome")
+        return value
+
 
 class AggregateFn(StrEnum):
     COUNT = "count"
@@ -271,20 +279,36 @@ class TriggerDefinition(Contract):
     def _schedule_shorthand(cls, value: Any) -> Any:
         return {"cron": value} if isinstance(value, str) else value
 
+    # Rules between fields are checked on the later field, so the error names it (`cancelOn: ...`);
+    # the fields they read are declared before it.
+    @field_validator("delay")
+    @classmethod
+    def _no_delay_on_ticks(cls, value: Duration | None, info: ValidationInfo) -> Duration | None:
+        if value is not None and info.data.get("source") is Source.SCHEDULED:
+            raise refuse("not allowed on a scheduled trigger: delay its schedule instead")
+        return value
+
+    @field_validator("cancel_on")
+    @classmethod
+    def _cancel_needs_delay(cls, value: list[CancelOn], info: ValidationInfo) -> list[CancelOn]:
+        # A delay that failed its own validation is absent from info.data: reported there, not here.
+        if value and "delay" in info.data and info.data["delay"] is None:
+            raise refuse("needs a delay: only a pending firing can be cancelled")
+        return value
+
+    @field_validator("aggregates")
+    @classmethod
+    def _no_aggregates_on_ticks(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if value and info.data.get("source") is Source.SCHEDULED:
+            raise refuse("not available on a scheduled trigger: a tick is not a customer's event")
+        return value
+
     @model_validator(mode="after")
-    def _fields_that_go_together(self) -> TriggerDefinition:
-        scheduled = self.source is Source.SCHEDULED
-        problems = [problem for problem, found in (
-            ("a scheduled trigger needs a schedule", scheduled and self.schedule is None),
-            ("schedule is only allowed when source is 'scheduled'", not scheduled and self.schedule is not None),
-            ("cancelOn needs a delay: only a pending firing can be cancelled", self.cancel_on and self.delay is None),
-            ("delay is not allowed on a scheduled trigger: delay its schedule instead",
-             scheduled and self.delay is not None),
-            ("aggregates are not available on a scheduled trigger: a tick is not a customer's event",
-             scheduled and bool(self.aggregates)),
-        ) if found]
-        if problems:  # every one at once: one round of fixes is enough
-            raise ValueError("; ".join(problems))
+    def _schedule_only_when_scheduled(self) -> TriggerDefinition:
+        if self.source is Source.SCHEDULED and self.schedule is None:
+            raise ValueError("a scheduled trigger needs a schedule")
+        if self.source is not Source.SCHEDULED and self.schedule is not None:
+            raise ValueError("schedule is only allowed when source is 'scheduled'")
         return self
 
     def public_dict(self) -> dict[str, Any]:

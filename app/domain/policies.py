@@ -172,8 +172,10 @@ def quiet_until(quiet: QuietHours, zone: ZoneInfo, at: datetime) -> datetime | N
         end_day = local.date() + timedelta(days=1) if now >= start else local.date()
     if not quiet_now:
         return None
-    end_local = datetime.combine(end_day, end, tzinfo=zone)
-    return end_local.astimezone(UTC)
+    # In the hour a DST fall-back repeats, the end time exists twice: the first one after `at`.
+    ends = [datetime.combine(end_day, end, tzinfo=zone).replace(fold=fold).astimezone(UTC) for fold in (0, 1)]
+    later = [moment for moment in ends if moment > at]
+    return min(later) if later else max(ends)
 
 
 def _clock(text: str) -> time:

@@ -65,12 +65,17 @@ def pending_of(customer_id: str, record: Record | None) -> list[PendingFiring]:
 def schedule(record: Record | None, firings: list[PendingFiring], position: Position | None
              ) -> tuple[Record, list[PendingFiring], list[PendingFiring]]:
     """The record with `firings` added: (record, scheduled, dropped). A firing already pending
-    is not added twice; beyond MAX_PENDING_PER_CUSTOMER the rest are dropped."""
+    is not added twice, but takes the new due time if it has one (held until quiet hours end);
+    beyond MAX_PENDING_PER_CUSTOMER the rest are dropped."""
     entries = list((record or {}).get("pending", []))
     pending_ids = {entry["firingId"] for entry in entries}
     scheduled, dropped = [], []
     for firing in firings:
         if firing.firing_id in pending_ids:
+            for index, entry in enumerate(entries):
+                if entry["firingId"] == firing.firing_id and int(entry["dueMs"]) != firing.due_ms:
+                    entries[index] = {**entry, "dueMs": firing.due_ms}
+                    scheduled.append(firing)
             continue
         if len(entries) >= MAX_PENDING_PER_CUSTOMER:
             dropped.append(firing)

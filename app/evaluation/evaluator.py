@@ -100,11 +100,13 @@ class Evaluator:
 
     async def _admit(self, customer_id: str, result: Evaluation, at: datetime) -> None:
         assert self.gate is not None
-        admitted = await self.gate.admit(customer_id, result.firings, to_millis(at))
-        if len(admitted) != len(result.firings):  # no action and no cooldown for the others
-            kept = {command.trigger_id for command in admitted}
-            result.firings = admitted
+        admission = await self.gate.admit(customer_id, result.firings, to_millis(at))
+        if len(admission.admitted) != len(result.firings):  # no action and no cooldown for the others
+            kept = {command.trigger_id for command in admission.admitted}
+            result.firings = admission.admitted
             result.cooldown_marks = {tid: mark for tid, mark in result.cooldown_marks.items() if tid in kept}
+            result.held = [command.firing_id for command, _, _ in admission.deferred]
+            result.suppressed = [(command.firing_id, reason) for command, reason, _ in admission.suppressed]
 
     def _count(self, event_id: str, result: Evaluation) -> None:
         for trigger_id, error in result.condition_errors:

@@ -45,8 +45,8 @@ class ContactGate:
     def active(self) -> bool:
         return bool(self.policies.enabled) or self.triggers.index.any_limited
 
-    async def admit(self, customer_id: str, commands: list[ActionCommand], at_ms: int) -> list[ActionCommand]:
-        """The firings that may be performed, in order; the others are published as
+    async def admit(self, customer_id: str, commands: list[ActionCommand], at_ms: int) -> policies.Admission:
+        """Which firings may be performed (in order); the others are published as
         suppressed, or held as pending firings until quiet hours end."""
         limits: dict[str, TriggerLimit] = {}
         for command in commands:
@@ -67,7 +67,7 @@ class ContactGate:
                                  due_ms, command.event)
             await self.pending.schedule(partition_for(customer_id, self.partitions), customer_id, [held], None,
                                         reason=f"quiet_hours: policy {policy_id} until {millis_iso(due_ms)}")
-        return admission.admitted
+        return admission
 
     def explain(self, trigger: CompiledTrigger, customer_id: str, customer: dict[str, Any] | None,
                 now: datetime) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from app.domain import timers
+from app.domain.deadletters import MAX_RECORD_BYTES
 from app.domain.encoding import encode
 from app.domain.positions import Position
 from app.domain.timers import PendingFiring
@@ -30,7 +31,14 @@ class PendingFirings:
 
     async def schedule(self, partition: int, customer_id: str, firings: list[PendingFiring],
                        position: Position | None, reason: str | None = None) -> None:
-        record, scheduled, dropped = timers.schedule(self.store.record(customer_id), firings, position)
+        before = self.store.record(customer_id)
+        record, scheduled, dropped = timers.schedule(before, firings, position)
+        if len(encode(record)) + len(customer_id) > MAX_RECORD_BYTES:
+            # Its changelog record could not be produced: the new firings are dropped instead.
+            for firing in scheduled:
+                await self.publish(firing, "dropped", "the customer's pending firings would exceed the "
+                                                      f"{MAX_RECORD_BYTES}-byte record limit")
+            return
         self.store.write(customer_id, record)
         self.store.index(partition, scheduled)
         for firing in scheduled:

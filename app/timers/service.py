@@ -108,19 +108,26 @@ class Timers:
         due = timers.due(self.store.record(customer_id), customer_id, until_ms)
         if not due:
             return  # fired or cancelled already: a stale index entry
-        for firing in due:
-            await self._fire(firing)
+        # Firings due together (held to the same quiet-hours end) are decided by priority, as
+        # one event's firings are: the higher one spends the allowance first.
+        due.sort(key=lambda firing: (firing.due_ms, *self._rank(firing.trigger_id), firing.firing_id))
+        decided = {firing.firing_id for firing in due if await self._fire(firing)}
         # Removed only once performed: a crash before this fires them again, with the same
-        # firingIds, which every sink recognises.
-        remaining = timers.without(self.store.record(customer_id), {firing.firing_id for firing in due})
+        # firingIds, which every sink recognises. A firing held until quiet hours end stays.
+        remaining = timers.without(self.store.record(customer_id), decided)
         if remaining is not None:
             self.store.write(customer_id, remaining)
 
-    async def _fire(self, firing: PendingFiring) -> None:
+    def _rank(self, trigger_id: str) -> tuple[int, str]:
+        trigger = self.triggers.get(trigger_id)
+        return trigger.sort_key if trigger is not None else (0, trigger_id)
+
+    async def _fire(self, firing: PendingFiring) -> bool:
+        """Decide a due firing; False when it stays pending (held until quiet hours end)."""
         trigger = self.triggers.get(firing.trigger_id)
         if trigger is None or not trigger.definition.enabled:
             await self._publish(firing, "dropped", "trigger deleted" if trigger is None else "trigger disabled")
-            return
+            return True
         now = self.clock()
         # In a backlog the due time passed long ago: lateness then says how far behind the backlog is.
         self.metrics.timer_lateness_seconds.observe(max(0.0, to_millis(now) - firing.due_ms) / 1000)
@@ -130,15 +137,20 @@ class Timers:
                               lambda t: values_at(t, state, firing.due_ms))
         due_at = datetime.fromtimestamp(firing.due_ms / 1000, tz=now.tzinfo)
         await self.evaluator.apply_for(firing.customer_id, firing.event_id, result, min(due_at, now))
+        if firing.firing_id in result.held:
+            return False  # the gate published it as scheduled again, due when quiet hours end
         if result.firings:
             self.counters["delayed_fired"] += 1
             await self._publish(firing, "fired")
+        elif result.suppressed:
+            await self._publish(firing, "dropped", f"suppressed: {result.suppressed[0][1]}")
         elif result.cooled_down:
             await self._publish(firing, "dropped", "cooldown")
         elif result.condition_errors:
             await self._publish(firing, "dropped", f"condition error: {result.condition_errors[0][1]}"[:500])
         else:
             await self._publish(firing, "dropped", "conditions no longer hold")
+        return True
 
     async def _publish(self, firing: PendingFiring, status: str, reason: str | None = None) -> None:
         await self.pending.publish(firing, status, reason)

@@ -198,7 +198,7 @@ def test_subscripted_agg_names_are_checked_too_and_every_unknown_one_is_listed()
 
 def test_cancel_on_without_a_delay_is_rejected() -> None:
     problem = one_problem(definition(cancelOn=[{"source": "streaming", "eventType": "purchase"}]))
-    assert "cancelOn needs a delay" in problem
+    assert "cancelOn: needs a delay" in problem
 
 
 @pytest.mark.parametrize("rule, field", [
@@ -219,10 +219,10 @@ def test_more_than_20_cancel_rules_or_aggregates_are_rejected() -> None:
 
 
 @pytest.mark.parametrize("extra, says", [
-    ({"delay": {"minutes": 5}}, "delay is not allowed on a scheduled trigger"),
+    ({"delay": {"minutes": 5}}, "delay: not allowed on a scheduled trigger"),
     ({"delay": {"minutes": 5}, "cancelOn": [{"source": "streaming", "eventType": "purchase"}]},
-     "delay is not allowed on a scheduled trigger"),
-    ({"aggregates": {"n": HOUR_COUNT}}, "aggregates are not available on a scheduled trigger"),
+     "delay: not allowed on a scheduled trigger"),
+    ({"aggregates": {"n": HOUR_COUNT}}, "aggregates: not available on a scheduled trigger"),
 ])
 def test_delay_and_aggregates_are_refused_on_a_scheduled_trigger(extra: dict[str, Any], says: str) -> None:
     compile_definition(SCHEDULED)  # the same trigger without them is fine
@@ -238,7 +238,7 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_a_scheduled_trigger_with_both_a_delay_and_aggregates_is_told_of_both() -> None:
     errors = " ".join(problems({**SCHEDULED, "delay": {"minutes": 5}, "aggregates": {"n": HOUR_COUNT}}))
-    assert "delay is not allowed" in errors and "aggregates are not available" in errors
+    assert "delay: not allowed" in errors and "aggregates: not available" in errors
 
 
 def test_an_undefined_agg_name_is_reported_along_with_a_field_error() -> None:
