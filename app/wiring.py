@@ -63,7 +63,7 @@ def build(settings: Settings) -> TriggerApp:
     # -- intake and evaluation ---------------------------------------------------------------
     topics = app.topic_names
     timer_store = TimerStore(tables["timers"])
-    pending = PendingFirings(topics, timer_store, publisher, metrics, clock)
+    pending = PendingFirings(topics, app.catalogs.triggers, timer_store, publisher, metrics, clock)
     gate = ContactGate(topics, app.catalogs, tables["contacts"], pending, row_store, publisher, settings.partitions,
                        clock)
     evaluator = Evaluator(topics, app.catalogs.triggers, publisher, row_store, tables["cooldowns"], metrics, clock,

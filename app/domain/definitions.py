@@ -19,12 +19,11 @@ from app.domain.journeys import JourneyDefinition
 from app.domain.models import (
     ACTION_TYPES,
     CancelOn,
-    Event,
     TriggerDefinition,
     UpdateAttributeAction,
     WebhookAction,
 )
-from app.domain.policies import CompiledPolicy, PolicyDefinition, compile_policy
+from app.domain.policies import CompiledPolicy, InvalidTimezone, PolicyDefinition, compile_policy
 from app.domain.schema import SchemaTable
 from app.domain.webhooks import template_errors
 from app.errors import InvalidDefinition, InvalidExpression
@@ -66,18 +65,20 @@ class CompiledTrigger:
 class CancelRule:
     """One `cancelOn` entry, its filters checked as one function."""
 
-    __slots__ = ("source", "event_type", "passes_filters", "same_fields")
+    __slots__ = ("source", "event_type", "passes_filters", "same_fields", "fields")
 
     def __init__(self, rule: CancelOn) -> None:
         self.source = rule.source
         self.event_type = rule.event_type
         self.passes_filters = compile_filters(rule.filters)
         self.same_fields = tuple(rule.same_fields)
+        # What a cancelling event must keep to be checked later: see timers.remember_cancel.
+        self.fields = frozenset({*rule.filters, *rule.same_fields})
 
-    def cancels(self, pending_event: Mapping[str, Any], event: Event, event_json: Mapping[str, Any]) -> bool:
-        """Whether `event` cancels a pending firing of `pending_event` (time is checked by the caller).
-        A `sameFields` field must be present in both events and equal."""
-        if event.source is not self.source or self.event_type not in (event.type, "*"):
+    def cancels(self, pending_event: Mapping[str, Any], event_json: Mapping[str, Any]) -> bool:
+        """Whether the event `event_json` cancels a pending firing of `pending_event` (time is
+        checked by the caller). A `sameFields` field must be present in both events and equal."""
+        if event_json.get("source") != self.source or self.event_type not in (event_json.get("type"), "*"):
             return False
         if not self.passes_filters(event_json):
             return False
@@ -256,7 +257,7 @@ def compile_policy_definition(value: bytes | str | dict[str, Any], key: str | No
     policy = _validated(PolicyDefinition, value, key)
     try:
         return compile_policy(policy)
-    except InvalidExpression as exc:
+    except InvalidTimezone as exc:
         raise InvalidDefinition(policy.id, [str(exc)]) from None
 
 

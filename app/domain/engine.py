@@ -108,7 +108,7 @@ def _consider(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any]
     if trigger.delay_ms:  # matches now, decided again at its due time (evaluate_due)
         due_ms = to_millis(event.timestamp) + trigger.delay_ms
         result.scheduled.append(PendingFiring(firing_id(trigger.id, event.id), trigger.id, event.customer_id,
-                                              event.id, due_ms, event_json))
+                                              event.id, due_ms, event_json, to_millis(event.timestamp)))
         return
     _fire(trigger, event.id, event.customer_id, effective_time(event.timestamp, now), event_json, now,
           cooldown_of, result, values)

@@ -37,6 +37,8 @@ class DefinitionIndex:
         self.any_timed = False
         self.any_delayed = False
         self.any_limited = False
+        self.cancel_fields: frozenset[str] = frozenset()
+        self.cancel_horizon_ms = 0
         self.aggregate_ids: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
@@ -70,6 +72,10 @@ class DefinitionIndex:
         # Pending firings may exist for disabled triggers too (they are dropped when due).
         self.any_delayed = any(t.delay_ms for t in self._by_id.values())
         self.any_limited = any(t.definition.limit is not None for t in enabled)
+        rules = [rule for t in self._by_id.values() for rule in t.cancel_on]
+        # What a cancel event must keep, and for how long, to cancel firings scheduled later.
+        self.cancel_fields = frozenset(name for rule in rules for name in rule.fields)
+        self.cancel_horizon_ms = max((t.delay_ms for t in self._by_id.values() if t.cancel_on), default=0)
         self.aggregate_ids = frozenset(a.id for t in enabled for a in t.aggregates)
 
     def remove(self, trigger_id: str) -> None:

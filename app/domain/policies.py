@@ -146,7 +146,11 @@ def compile_policy(definition: PolicyDefinition) -> CompiledPolicy:
     try:
         return CompiledPolicy(definition, parse_expression(zone_text, SCOPE_NAMES))
     except InvalidExpression as exc:
-        raise InvalidExpression(zone_text, f"quietHours.timezone: {exc}") from None
+        raise InvalidTimezone(f"quietHours.timezone: {exc}") from None
+
+
+class InvalidTimezone(ValueError):
+    """A policy's time zone is neither a zone name nor a valid expression; the text says so."""
 
 
 def _zone(value: Any) -> ZoneInfo | None:

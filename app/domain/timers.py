@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.domain.models import Event
 from app.domain.positions import Position, with_position
 
 # Pending firings one customer may have at once (all triggers together); more are dropped,
@@ -30,15 +29,17 @@ class PendingFiring:
     event_id: str
     due_ms: int
     event: dict[str, Any]  # the matching event as JSON: `event` when it fires
+    event_ms: int = 0  # the matching event's time: only events from then to the due time cancel
 
     def entry(self) -> dict[str, Any]:
         return {"firingId": self.firing_id, "triggerId": self.trigger_id, "eventId": self.event_id,
-                "dueMs": self.due_ms, "event": self.event}
+                "dueMs": self.due_ms, "eventMs": self.event_ms, "event": self.event}
 
     @classmethod
     def from_entry(cls, customer_id: str, entry: Mapping[str, Any]) -> PendingFiring:
         return cls(firing_id=entry["firingId"], trigger_id=entry["triggerId"], customer_id=customer_id,
-                   event_id=entry["eventId"], due_ms=int(entry["dueMs"]), event=entry["event"])
+                   event_id=entry["eventId"], due_ms=int(entry["dueMs"]), event=entry["event"],
+                   event_ms=int(entry.get("eventMs", 0)))
 
     def status(self, status: str, at: datetime, reason: str | None = None) -> dict[str, Any]:
         """Its record on `triggers.pending`."""
@@ -62,15 +63,20 @@ def pending_of(customer_id: str, record: Record | None) -> list[PendingFiring]:
     return [PendingFiring.from_entry(customer_id, entry) for entry in (record or {}).get("pending", [])]
 
 
-def schedule(record: Record | None, firings: list[PendingFiring], position: Position | None
-             ) -> tuple[Record, list[PendingFiring], list[PendingFiring]]:
-    """The record with `firings` added: (record, scheduled, dropped). A firing already pending
-    is not added twice, but takes the new due time if it has one (held until quiet hours end);
-    beyond MAX_PENDING_PER_CUSTOMER the rest are dropped."""
+def schedule(record: Record | None, firings: list[PendingFiring], position: Position | None,
+             cancelled_by: Callable[[PendingFiring], dict[str, Any] | None] = lambda firing: None
+             ) -> tuple[Record, list[PendingFiring], list[PendingFiring], list[tuple[PendingFiring, dict[str, Any]]]]:
+    """The record with `firings` added: (record, scheduled, dropped, cancelled). A firing
+    already pending is not added twice, but takes the new due time if it has one (held until
+    quiet hours end); one that a remembered cancel event already cancels (`cancelled_by`
+    returns that event) is not added; beyond MAX_PENDING_PER_CUSTOMER the rest are dropped."""
     entries = list((record or {}).get("pending", []))
     pending_ids = {entry["firingId"] for entry in entries}
-    scheduled, dropped = [], []
+    scheduled, dropped, cancelled = [], [], []
     for firing in firings:
+        if firing.firing_id not in pending_ids and (canceller := cancelled_by(firing)) is not None:
+            cancelled.append((firing, canceller))
+            continue
         if firing.firing_id in pending_ids:
             for index, entry in enumerate(entries):
                 if entry["firingId"] == firing.firing_id and int(entry["dueMs"]) != firing.due_ms:
@@ -84,7 +90,7 @@ def schedule(record: Record | None, firings: list[PendingFiring], position: Posi
         pending_ids.add(firing.firing_id)
         scheduled.append(firing)
     entries.sort(key=_due_then_id)
-    return with_position({**(record or {}), "pending": entries}, position), scheduled, dropped
+    return with_position({**(record or {}), "pending": entries}, position), scheduled, dropped, cancelled
 
 
 def _due_then_id(entry: Mapping[str, Any]) -> tuple[int, str]:
@@ -111,15 +117,46 @@ def cancel(record: Record | None, customer_id: str, cancels: CancelCheck, positi
     return with_position({**record, "pending": kept}, position), cancelled
 
 
-def cancels_pending(event: Event, event_json: Mapping[str, Any], event_ms: int,
+def cancels_pending(event_json: Mapping[str, Any], event_ms: int,
                     rules_of: Callable[[str], tuple[Any, ...]]) -> CancelCheck:
-    """Whether `event` cancels a pending firing: it must come before the due time (event time,
-    however late it is read) and match one of the firing's trigger's `cancelOn` rules."""
+    """Whether an event cancels a pending firing: its time must lie from the matching event's
+    time up to (not including) the due time — event time, in whatever order the two are
+    read — and it must match one of the firing's trigger's `cancelOn` rules."""
     def check(firing: PendingFiring) -> bool:
-        if event_ms >= firing.due_ms or event.id == firing.event_id:
+        if not firing.event_ms <= event_ms < firing.due_ms or event_json.get("id") == firing.event_id:
             return False
-        return any(rule.cancels(firing.event, event, event_json) for rule in rules_of(firing.trigger_id))
+        return any(rule.cancels(firing.event, event_json) for rule in rules_of(firing.trigger_id))
     return check
+
+
+# Cancel events remembered per customer, for firings scheduled after them (read later, from
+# another topic or out of order, but matching an earlier event): the newest ones, within the
+# longest delay of any trigger with cancelOn.
+MAX_REMEMBERED_CANCELS = 20
+
+
+def remember_cancel(record: Record | None, event_json: Mapping[str, Any], event_ms: int, keep_fields: frozenset[str],
+                    horizon_ms: int, position: Position | None) -> Record:
+    """The record remembering this cancel event: its source, type, id and time, and only the
+    fields some cancelOn rule reads (filters, sameFields), so it stays small."""
+    kept = {name: event_json[name] for name in ("source", "type", "id", *keep_fields) if name in event_json}
+    newest = max([event_ms, *(entry[0] for entry in (record or {}).get("cancels", []))])
+    remembered = [entry for entry in (record or {}).get("cancels", []) if entry[0] >= newest - horizon_ms]
+    remembered = sorted([*remembered, [event_ms, kept]], key=lambda entry: entry[0])[-MAX_REMEMBERED_CANCELS:]
+    return with_position({**(record or {}), "cancels": remembered}, position)
+
+
+def cancelled_earlier(record: Record | None, rules_of: Callable[[str], tuple[Any, ...]]
+                      ) -> Callable[[PendingFiring], dict[str, Any] | None]:
+    """For a firing about to be scheduled: the remembered cancel event that cancels it, if any."""
+    remembered = (record or {}).get("cancels", [])
+
+    def find(firing: PendingFiring) -> dict[str, Any] | None:
+        for event_ms, event_json in remembered:
+            if cancels_pending(event_json, event_ms, rules_of)(firing):
+                return dict(event_json)
+        return None
+    return find
 
 
 def due(record: Record | None, customer_id: str, until_ms: int) -> list[PendingFiring]:

@@ -5,8 +5,9 @@ delayed triggers (app/evaluation/timed.py) and for firings held until quiet hour
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
 
 from app.domain import timers
 from app.domain.deadletters import MAX_RECORD_BYTES
@@ -15,14 +16,16 @@ from app.domain.positions import Position
 from app.domain.timers import PendingFiring
 from app.kafka.publisher import Publisher
 from app.metrics import Metrics
+from app.registry.catalogs import TriggerCatalog
 from app.timers.store import TimerStore
 from app.topics import Topics
 
 
 class PendingFirings:
-    def __init__(self, topics: Topics, store: TimerStore, publisher: Publisher, metrics: Metrics,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(self, topics: Topics, triggers: TriggerCatalog, store: TimerStore, publisher: Publisher,
+                 metrics: Metrics, clock: Callable[[], datetime]) -> None:
         self.topics = topics
+        self.triggers = triggers
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
@@ -32,7 +35,8 @@ class PendingFirings:
     async def schedule(self, partition: int, customer_id: str, firings: list[PendingFiring],
                        position: Position | None, reason: str | None = None) -> None:
         before = self.store.record(customer_id)
-        record, scheduled, dropped = timers.schedule(before, firings, position)
+        record, scheduled, dropped, cancelled = timers.schedule(
+            before, firings, position, timers.cancelled_earlier(before, self.cancel_rules))
         if len(encode(record)) + len(customer_id) > MAX_RECORD_BYTES:
             # Its changelog record could not be produced: the new firings are dropped instead.
             for firing in scheduled:
@@ -46,9 +50,19 @@ class PendingFirings:
         for firing in dropped:
             await self.publish(firing, "dropped", f"more than {timers.MAX_PENDING_PER_CUSTOMER} pending "
                                                   "firings for this customer")
+        for firing, canceller in cancelled:  # a cancel event read before the event it cancels
+            await self.publish(firing, "cancelled", cancel_reason(canceller))
+
+    def cancel_rules(self, trigger_id: str) -> tuple[Any, ...]:
+        trigger = self.triggers.get(trigger_id)
+        return trigger.cancel_on if trigger is not None else ()
 
     async def publish(self, firing: PendingFiring, status: str, reason: str | None = None) -> None:
         self.counters[f"pending_{status}"] += 1
         self.metrics.pending_firings.labels(status).inc()
         await self.publisher.send(self.topics.pending, firing.customer_id,
                                   encode(firing.status(status, self.clock(), reason)))
+
+
+def cancel_reason(event_json: Mapping[str, Any]) -> str:
+    return f"{event_json.get('type')} event {event_json.get('id')} before the due time"

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from faust.types import TP
 
@@ -23,7 +24,7 @@ from app.registry.catalogs import TriggerCatalog
 from app.state.aggregates import AggregateStore, values_at
 from app.state.rows import RowStore
 from app.timers.event_time import EventTime
-from app.timers.pending import PendingFirings
+from app.timers.pending import PendingFirings, cancel_reason
 from app.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -72,19 +73,18 @@ class Timers:
                        position: Position | None) -> None:
         await self.pending.schedule(partition, customer_id, firings, position)
 
-    async def cancel(self, event: Event, event_json: dict[str, object], event_ms: int,
+    async def cancel(self, event: Event, event_json: dict[str, Any], event_ms: int,
                      position: Position | None) -> None:
-        check = timers.cancels_pending(event, event_json, event_ms, self._cancel_rules)
+        """Cancel the customer's pending firings this event cancels, and remember it for
+        firings scheduled later by an earlier event (read after it: another topic, or out of
+        order), so that what is cancelled does not depend on the order events are read in."""
+        check = timers.cancels_pending(event_json, event_ms, self.pending.cancel_rules)
         record, cancelled = timers.cancel(self.store.record(event.customer_id), event.customer_id, check, position)
-        if not cancelled or record is None:
-            return
-        self.store.write(event.customer_id, record)
+        index = self.triggers.index
+        self.store.write(event.customer_id, timers.remember_cancel(
+            record, event_json, event_ms, index.cancel_fields, index.cancel_horizon_ms, position))
         for firing in cancelled:
-            await self._publish(firing, "cancelled", f"{event.type} event {event.id} before the due time")
-
-    def _cancel_rules(self, trigger_id: str) -> tuple[object, ...]:
-        trigger = self.triggers.get(trigger_id)
-        return trigger.cancel_on if trigger is not None else ()
+            await self._publish(firing, "cancelled", cancel_reason(event_json))
 
     # -- when due ------------------------------------------------------------------------------
 

@@ -46,7 +46,8 @@ class EngineParts:
         self.row_store = RowStore(self.rows, self.publisher)  # type: ignore[arg-type]
         self.timers_table, self.aggregates_table, self.contacts = DictTable(), DictTable(), DictTable()
         self.timer_store = TimerStore(self.timers_table)  # type: ignore[arg-type]
-        self.pending = PendingFirings(self.topics, self.timer_store, self.publisher, self.metrics, self.clock)
+        self.pending = PendingFirings(self.topics, self.catalogs.triggers, self.timer_store, self.publisher,
+                                      self.metrics, self.clock)
         self.gate = ContactGate(self.topics, self.catalogs, self.contacts, self.pending,  # type: ignore[arg-type]
                                 self.row_store, self.publisher, partitions, self.clock)
         self.evaluator = Evaluator(self.topics, self.catalogs.triggers, self.publisher, self.row_store,

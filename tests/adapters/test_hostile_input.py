@@ -919,8 +919,8 @@ def _make_intake(rows: _Table | None = None) -> tuple[Any, _Producer]:
     row_loads = RowLoads(topics, catalogs.tables, row_store, publisher, metrics, lambda: NOW)
     timed = TimedEvaluation(catalogs.triggers, evaluator, AggregateStore(_Table()),  # type: ignore[arg-type]
                             Timers(topics, catalogs.triggers,
-                                   PendingFirings(topics, TimerStore(_Table()), publisher, metrics,  # type: ignore[arg-type]
-                                                  lambda: NOW),
+                                   PendingFirings(topics, catalogs.triggers, TimerStore(_Table()),  # type: ignore[arg-type]
+                                                  publisher, metrics, lambda: NOW),
                                    EventTime([topics.streaming], lambda tp: True), evaluator, row_store,
                                    AggregateStore(_Table()), metrics, lambda: NOW))  # type: ignore[arg-type]
     return SourceIntake(Settings(TRIGGERS_PARTITIONS=1), topics, evaluator, timed, row_loads, publisher), producer
