@@ -83,6 +83,8 @@ class Metrics:
 
         self.pending_firings = Counter("triggers_pending_firings", "Delayed firings, by status on triggers.pending.",
                                        ["status"], registry=self.registry)
+        self.suppressed = Counter("triggers_suppressed", "Firings a policy or trigger limit stopped, by reason.",
+                                  ["reason"], registry=self.registry)
         self.timer_lateness_seconds = Histogram(
             "triggers_timer_lateness_seconds", "From a delayed firing's due time to its decision (fired or dropped).",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 60, 300, 3600), registry=self.registry)

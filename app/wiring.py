@@ -64,8 +64,8 @@ def build(settings: Settings) -> TriggerApp:
     topics = app.topic_names
     timer_store = TimerStore(tables["timers"])
     pending = PendingFirings(topics, app.catalogs.triggers, timer_store, publisher, metrics, clock)
-    gate = ContactGate(topics, app.catalogs, tables["contacts"], pending, row_store, publisher, settings.partitions,
-                       clock)
+    gate = ContactGate(topics, app.catalogs, tables["contacts"], pending, row_store, publisher, metrics,
+                       settings.partitions, clock)
     evaluator = Evaluator(topics, app.catalogs.triggers, publisher, row_store, tables["cooldowns"], metrics, clock,
                           gate)
     row_loads = RowLoads(topics, app.catalogs.tables, row_store, publisher, metrics, clock)

@@ -19,11 +19,14 @@ from pydantic import Field, field_validator, model_validator
 
 from app.domain import limits
 from app.domain.durations import Duration
-from app.domain.expressions import SCOPE_NAMES, Expression, Scope, parse_expression
-from app.domain.models import ACTION_TYPES, ID_PATTERN, Contract, TriggerLimit
+from app.domain.expressions import Expression, Scope, parse_expression
+from app.domain.models import ACTION_TYPES, ID_PATTERN, Contract, TriggerLimit, refuse
 from app.errors import ExpressionFailed, InvalidExpression
 
 MAX_LIMITS = 10
+# A policy's zone is the customer's: its expression reads the row only (no event: a held
+# firing, decided again later, must find the same zone).
+ZONE_NAMES = frozenset({"customer"})
 _CLOCK_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 ActionType = Literal["enroll_journey", "fire_recommend", "webhook", "update_attribute"]
@@ -85,17 +88,22 @@ class PolicyDefinition(Contract):
     limits: list[Limit] = Field(default_factory=list, max_length=MAX_LIMITS)
     quiet_hours: QuietHours | None = Field(default=None, alias="quietHours")
 
-    @model_validator(mode="after")
-    def _limits_that_can_bind(self) -> PolicyDefinition:
-        if not self.limits and self.quiet_hours is None:
-            raise ValueError("a policy needs limits, quietHours or both")
-        by_window = sorted(self.limits, key=lambda limit: limit.window.total_seconds)
+    @field_validator("limits")
+    @classmethod
+    def _limits_that_can_bind(cls, value: list[Limit]) -> list[Limit]:
+        by_window = sorted(value, key=lambda limit: limit.window.total_seconds)
         for shorter, longer in zip(by_window, by_window[1:], strict=False):
             if shorter.window.total_seconds == longer.window.total_seconds:
-                raise ValueError(f"limits: two limits over the same window {shorter.window.to_json()}")
+                raise refuse(f"two limits over the same window {shorter.window.to_json()}")
             if shorter.max >= longer.max:
-                raise ValueError(f"limits: {shorter.max} per {shorter.window.to_json()} can never be reached "
-                                 f"under {longer.max} per {longer.window.to_json()}")
+                raise refuse(f"{shorter.max} per {shorter.window.to_json()} can never be reached "
+                             f"under {longer.max} per {longer.window.to_json()}")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_apply(self) -> PolicyDefinition:
+        if not self.limits and self.quiet_hours is None:
+            raise ValueError("a policy needs limits, quietHours or both")
         return self
 
 
@@ -142,9 +150,9 @@ def compile_policy(definition: PolicyDefinition) -> CompiledPolicy:
         return CompiledPolicy(definition, None)
     zone_text = quiet.timezone.strip()
     if _zone(zone_text) is not None:  # a zone name, not an expression
-        return CompiledPolicy(definition, parse_expression(repr(zone_text), SCOPE_NAMES))
+        return CompiledPolicy(definition, parse_expression(repr(zone_text), ZONE_NAMES))
     try:
-        return CompiledPolicy(definition, parse_expression(zone_text, SCOPE_NAMES))
+        return CompiledPolicy(definition, parse_expression(zone_text, ZONE_NAMES))
     except InvalidExpression as exc:
         raise InvalidTimezone(f"quietHours.timezone: {exc}") from None
 
@@ -261,11 +269,15 @@ def _verdict(state: Contacts, command: Any, applicable: list[CompiledPolicy], li
 
 
 def _in_window(entries: list[list[Any]], window: Duration | None, at_ms: int) -> int:
-    """Firings counted in the sliding window (at - window, at]; all of them without a window."""
+    """Firings counted within one window's length of `at`, before or after it: every sliding
+    window that would hold a firing at `at` lies in (at - window, at + window). With events in
+    time order nothing is after `at`, so this is the window (at - window, at]; an event older
+    than firings already counted is checked against them too, so no window ever holds more
+    than `max`. All of them without a window."""
     if window is None:
         return len(entries)
-    since = at_ms - window.millis
-    return sum(1 for entry in entries if since < entry[0] <= at_ms)
+    since, until = at_ms - window.millis, at_ms + window.millis
+    return sum(1 for entry in entries if since < entry[0] < until)
 
 
 def _count(state: Contacts, command: Any, applicable: list[CompiledPolicy], limit: TriggerLimit | None,
@@ -306,10 +318,7 @@ def explain_policies(action_type: str, priority: int, trigger_id: str, policies:
             "quietHoursNow": until is not None,
             "quietUntil": until.isoformat() if until is not None else None,
             "during": quiet.during.value if quiet is not None else None})
-    report: dict[str, Any] = {"applying": applying,
-                              "exempt": "priority above every policy's maxPriority" if not applying and any(
-                                  policy.definition.enabled and action_type in policy.definition.applies_to.action_types
-                                  for policy in policies) else None}
+    report: dict[str, Any] = {"applying": applying}
     if limit is not None:
         counted = _in_window(state["t"].get(trigger_id, []), limit.window, at_ms)
         report["triggerLimit"] = {"max": limit.max, "window": limit.window.to_json() if limit.window else None,

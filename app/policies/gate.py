@@ -18,6 +18,7 @@ from app.domain.models import ActionCommand, TriggerLimit
 from app.domain.timers import PendingFiring, millis_iso, to_millis
 from app.kafka.partitioner import partition_for
 from app.kafka.publisher import Publisher
+from app.metrics import Metrics
 from app.registry.catalogs import Catalogs
 from app.state.rows import RowStore
 from app.state.tables import Table, stored
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 class ContactGate:
     def __init__(self, topics: Topics, catalogs: Catalogs, contacts: Table, pending: PendingFirings,
-                 row_store: RowStore, publisher: Publisher, partitions: int, clock: Callable[[], datetime]) -> None:
+                 row_store: RowStore, publisher: Publisher, metrics: Metrics, partitions: int,
+                 clock: Callable[[], datetime]) -> None:
         self.topics = topics
         self.triggers = catalogs.triggers
         self.policies = catalogs.policies
@@ -37,6 +39,7 @@ class ContactGate:
         self.pending = pending
         self.row_store = row_store
         self.publisher = publisher
+        self.metrics = metrics
         self.partitions = partitions
         self.clock = clock
         self.counters: Counter[str] = Counter()
@@ -79,6 +82,7 @@ class ContactGate:
 
     async def _suppressed(self, command: ActionCommand, reason: str, policy_id: str | None) -> None:
         self.counters[f"suppressed_{reason}"] += 1
+        self.metrics.suppressed.labels(reason).inc()
         await self.publisher.send(self.topics.suppressed, command.customer_id, encode({
             "firingId": command.firing_id, "triggerId": command.trigger_id, "customerId": command.customer_id,
             "eventId": command.event_id, "reason": reason, "policyId": policy_id, "at": self.clock().isoformat()}))

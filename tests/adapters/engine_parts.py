@@ -49,7 +49,7 @@ class EngineParts:
         self.pending = PendingFirings(self.topics, self.catalogs.triggers, self.timer_store, self.publisher,
                                       self.metrics, self.clock)
         self.gate = ContactGate(self.topics, self.catalogs, self.contacts, self.pending,  # type: ignore[arg-type]
-                                self.row_store, self.publisher, partitions, self.clock)
+                                self.row_store, self.publisher, self.metrics, partitions, self.clock)
         self.evaluator = Evaluator(self.topics, self.catalogs.triggers, self.publisher, self.row_store,
                                    self.cooldowns, self.metrics, self.clock, self.gate)  # type: ignore[arg-type]
         self.row_loads = RowLoads(self.topics, self.catalogs.tables, self.row_store, self.publisher,
