@@ -51,6 +51,8 @@ class PendingFirings:
             await self.publish(firing, "dropped", f"more than {timers.MAX_PENDING_PER_CUSTOMER} pending "
                                                   "firings for this customer")
         for firing, canceller in cancelled:  # a cancel event read before the event it cancels
+            # Its records read as any cancelled firing's do: scheduled first (contract.md 11.7).
+            await self.publish(firing, "scheduled", reason)
             await self.publish(firing, "cancelled", cancel_reason(canceller))
 
     def cancel_rules(self, trigger_id: str) -> tuple[Any, ...]:

@@ -24,7 +24,7 @@ async def test_a_cancel_read_before_its_cart_cancels_the_cart_when_it_is_schedul
     timed.backlog(STREAMING, OUTCOMES)
     await timed.send("purchase", 30, topic=OUTCOMES, cartId="k1")  # read first, happened second
     await timed.send("cart_add", 10, cartId="k1")
-    assert timed.pending() == [("cancelled", "e2", "purchase event e1 before the due time")]
+    assert timed.pending() == [("scheduled", "e2", None), ("cancelled", "e2", "purchase event e1 before the due time")]
     assert timed.stored_pending() == []
     timed.live()
     await timed.clock_pass()
