@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 WINDOW_S = 0.25  # the worker's counters are sampled every 50 ms: a rate over 0.25 s is readable
-COLOURS = {"engine10": "tab:blue", "engine1000": "tab:orange"}
-LABELS = {"engine10": "(b) 10 definitions", "engine1000": "(c) 1,000 definitions / 200 types"}
+COLOURS = {"engine10": "tab:blue", "engine1000": "tab:orange", "engineAggregates": "tab:purple",
+           "engineCapped": "tab:green"}
+LABELS = {"engine10": "(b) 10 definitions", "engine1000": "(c) 1,000 definitions / 200 types",
+          "engineAggregates": "(i) 100 definitions over 50 aggregates",
+          "engineCapped": "(j) (b) with a cap on every firing"}
 
 
 def rates(timeline: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
@@ -25,8 +28,8 @@ def rates(timeline: Sequence[Sequence[float]]) -> tuple[list[float], list[float]
 
 
 def plot(results: dict[str, Any], out: Path) -> Path | None:
-    """Draw every (b) and (c) run, with (a) and the 0.15 x (a) target; None without matplotlib
-    (an optional extra: `make bench` installs it)."""
+    """Draw every (b), (c), (i) and (j) run (those the results have), with (a) and the 0.15 x (a)
+    target; None without matplotlib (an optional extra: `make bench` installs it)."""
     try:
         import matplotlib
         matplotlib.use("Agg")  # no display needed
@@ -36,7 +39,7 @@ def plot(results: dict[str, Any], out: Path) -> Path | None:
     raw = results["bareConsumerEventsPerSecond"]
     figure, axes = plt.subplots(figsize=(9, 4.5), dpi=100)
     for case, colour in COLOURS.items():
-        for n, run in enumerate(results[case]["runs"]):
+        for n, run in enumerate(results.get(case, {}).get("runs", [])):
             times, per_second = rates(run["timeline"])
             axes.plot(times, per_second, color=colour, linewidth=1, alpha=0.8,
                       label=LABELS[case] if n == 0 else None)

@@ -1,11 +1,14 @@
 """`make bench`: the engine against the bare-consumer ceiling, on one fresh embedded broker.
 
 Measures, in one run: (a) a bare aiokafka consume+decode rate, (b) engine throughput on a
-backlog with 10 definitions, (c) the same with 1,000 definitions over 200 event types
-((b) and (c) run four times each, in the order b c c b c b b c, and each is all its events over
-all its time),
+backlog with 10 definitions, (c) the same with 1,000 definitions over 200 event types,
+(i) the same as (b) with 100 definitions reading 50 windowed aggregates, (j) (b) with a contact
+policy applying to every firing ((b), (c), (i) and (j) run four times each, interleaved, and each
+is all its events over all its time),
 (d) produce-to-firing latency at a steady rate, (e) firing-to-recommendation latency,
-(f) the worker's RSS. Prints a table and writes bench/results/<time>.json.
+(f) the worker's RSS, (h) how late delayed firings fire when 1,000 a second come due,
+(g) the worker's RSS with 1,000,000 pending firings and its recovery from an empty data
+directory. Prints a table and writes bench/results/<time>.json.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,7 +70,8 @@ def definitions(count: int, types: list[str]) -> list[dict[str, Any]]:
             for n in range(count)]
 
 
-async def produce(bootstrap: str, topic: str, events: list[bytes]) -> None:
+async def produce(bootstrap: str, topic: str, events: Iterable[bytes]) -> None:
+    """Events keyed by their customer id, as fast as the producer takes them."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262144)
     await producer.start()
     try:
@@ -151,8 +158,8 @@ class Deployment:
 
 
 async def engine_throughput(bootstrap: str, workdir: Path, events: list[bytes], defs: list[dict[str, Any]],
-                            name: str) -> dict[str, float]:
-    """(b)/(c): a backlog waits on the topic; time the worker from ready to the last event."""
+                            name: str, policies: list[dict[str, Any]] | None = None) -> dict[str, float]:
+    """(b)/(c)/(i)/(j): a backlog waits on the topic; time the worker from ready to the last event."""
     deployment = Deployment(bootstrap, workdir, name)
     # Topics and definitions first (a throwaway start creates the topics), then the backlog.
     deployment.worker.start()
@@ -160,8 +167,10 @@ async def engine_throughput(bootstrap: str, workdir: Path, events: list[bytes], 
     # The journey the definitions enroll into, so firings are performed (not dead-lettered).
     await deployment.publish(deployment.topics.journey_definitions, [{"id": "bench", "maxDurationDays": 30}])
     await deployment.publish(deployment.topics.definitions, defs)
+    await deployment.publish(deployment.topics.policy_definitions, policies or [])
     await deployment.worker.wait_for(lambda r: r["definitions"] == len(defs)
-                                     and r["catalogs"]["journey"]["count"] == 1, what="loaded")
+                                     and r["catalogs"]["journey"]["count"] == 1
+                                     and r["catalogs"]["policy"]["count"] == len(policies or []), what="loaded")
     deployment.worker.stop()
     await produce(bootstrap, deployment.topics.streaming, events)
     deployment.worker.start()
@@ -250,6 +259,191 @@ async def steady_latency(bootstrap: str, workdir: Path, rate: int, seconds: int)
             **_percentiles("firingToRecommendationMs", recommendation_gaps)}
 
 
+# (i): five aggregates per event type (50 over the 10 types), each with a condition that holds
+# for every event of the bench (so it is computed and compared on every event of its type).
+AGGREGATES = [
+    ("n1h", {"fn": "count", "window": {"hours": 1}}, "agg.n1h >= 1"),
+    ("sum24h", {"fn": "sum", "of": "event.amount", "window": {"hours": 24}}, "agg.sum24h > 0"),
+    ("max1h", {"fn": "max", "of": "event.amount", "window": {"hours": 1}}, "agg.max1h >= 1"),
+    ("avg24h", {"fn": "avg", "of": "event.amount", "window": {"hours": 24}}, "agg.avg24h > 0"),
+    ("channels24h", {"fn": "distinct", "of": "event.channel", "window": {"hours": 24}}, "agg.channels24h >= 1"),
+]
+AGGREGATES_NOTE = ("(i) 100 definitions, 10 per event type of (b): each defines two of its type's 5 aggregates "
+                   "(count 1 h, sum/avg of amount 24 h, max amount 1 h, distinct channel 24 h: 50 distinct) "
+                   "and has no filters; conditions: both aggregates (true for every event), then "
+                   "event.amount > 1000 for one definition per type (as in (b)), > 10000 (never) for the other 9")
+
+
+# (j): one policy over every firing, a limit no customer reaches (so every firing is counted
+# and checked, and all fire, as in (b)).
+CAP_POLICY = {"id": "bench-cap", "limits": [{"max": 1_000_000, "window": {"days": 7}}]}
+CAP_NOTE = ("(j) is (b) with one contact policy applying to every firing: a 7-day limit no customer "
+            "reaches, so each firing reads and writes the customer's contact history")
+
+
+def aggregate_definitions(types: list[str]) -> list[dict[str, Any]]:
+    """10 definitions per type: every event of a type counts in its 5 aggregates, and each of
+    its 10 definitions computes and compares two of them; one per type fires (~1%, as in (b))."""
+    defs = []
+    for n in range(10 * len(types)):
+        first = n // len(types) % len(AGGREGATES)
+        chosen = [AGGREGATES[first], AGGREGATES[(first + 1) % len(AGGREGATES)]]
+        threshold = 1000 if n < len(types) else 10000
+        defs.append({"id": f"bench-agg-{n}", "source": "streaming", "eventType": types[n % len(types)],
+                     "aggregates": {name: spec for name, spec, _ in chosen},
+                     "conditions": [condition for _, _, condition in chosen] + [f"event.amount > {threshold}"],
+                     "action": {"type": "enroll_journey", "journeyId": "bench"}, "priority": 1 + n % 100})
+    return defs
+
+
+def timer_events(count: int, customers: int) -> Iterator[bytes]:
+    """(g): `count` events of one type, customer n % `customers` (so count / customers each),
+    distinct ids; made as they are produced (a million would hold ~200 MB here)."""
+    for n in range(count):
+        yield json.dumps({"type": "cart_add", "customerId": f"c-{n % customers}", "amount": n % 1000,
+                          "channel": "web", "id": f"t{n}"}).encode()
+
+
+TIMERS_INDEXED = re.compile(r"timers indexed .*pending=(\d+) .*seconds=([0-9.]+)")
+
+
+async def pending_timers(bootstrap: str, workdir: Path, count: int, customers: int) -> dict[str, Any]:
+    """(g) `count` firings pending on one worker (delay 30 days: none comes due): its RSS once
+    all are scheduled, then a restart on an empty data directory: the tables come back from
+    their changelogs and the due index is rebuilt from them."""
+    deployment = Deployment(bootstrap, workdir, "timers")
+    worker = deployment.worker
+    worker.start()
+    await worker.wait_healthy()
+    await deployment.publish(deployment.topics.journey_definitions, [{"id": "bench", "maxDurationDays": 30}])
+    await deployment.publish(deployment.topics.definitions, [
+        {"id": "bench-month", "source": "streaming", "eventType": "cart_add", "delay": {"days": 30},
+         "action": {"type": "enroll_journey", "journeyId": "bench"}}])
+    await worker.wait_for(lambda r: r["definitions"] == 1 and r["catalogs"]["journey"]["count"] == 1, what="loaded")
+    worker.stop()
+    started = time.perf_counter()
+    await produce(bootstrap, deployment.topics.streaming, timer_events(count, customers))
+    produce_s = time.perf_counter() - started
+    try:
+        worker.start()
+        report = await worker.wait_healthy()
+        started = time.perf_counter()
+        initial = report["counters"].get("events.streaming", 0)
+        while (scheduled := report["counters"].get("pending_scheduled", 0)) < count:
+            if time.perf_counter() - started > 1800:
+                raise AssertionError(f"{scheduled} of {count} firings scheduled in 30 minutes")
+            await asyncio.sleep(0.5)
+            report = await _health(worker) or report
+        schedule_s = time.perf_counter() - started
+        rss = deployment.rss_mb()
+        worker.stop()
+        # Everything local is gone: the tables must come back from their changelogs.
+        shutil.rmtree(worker.data_dir)
+        # The embedded broker (Tansu) answers a fetch of these changelogs (~125,000 records of
+        # ~1 KB per partition) with no records when the fetch may wait only the worker's default
+        # 10 ms, and the worker lengthens its wait only after a fetch that brought records:
+        # recovery never starts. 250 ms is the wait the worker uses itself while it works off a
+        # backlog (measured: 8 partitions read at 34,000 records/s with it, none in 12 s with 10 ms).
+        worker.env["TRIGGERS_FETCH_MAX_WAIT_MS"] = "250"
+        log_from = worker.log_path.stat().st_size
+        started = time.perf_counter()
+        worker.start()
+        report = await worker.wait_healthy(timeout=1800)
+        healthy_s = time.perf_counter() - started
+        while (indexed := _timers_indexed(worker.log_path, log_from)) is None or indexed[0] < scheduled:
+            if time.perf_counter() - started > 1800:
+                raise AssertionError(f"timers not indexed 30 minutes after the restart: {indexed}")
+            await _health(worker)  # raises if the worker exited
+            await asyncio.sleep(0.1)
+        indexed_s = time.perf_counter() - started
+        recovered_rss = deployment.rss_mb()
+        report = await _health(worker) or report
+    finally:
+        worker.stop()
+    await delete_topics(bootstrap, deployment.topics.prefix)
+    await delete_topics(bootstrap, deployment.app_id)
+    return {"events": count, "customers": customers, "produceSeconds": produce_s,
+            "scheduled": scheduled, "scheduleSeconds": schedule_s,
+            "scheduledPerSecond": (count - initial) / schedule_s, "rssMb": rss,
+            "restart": {"healthySeconds": healthy_s, "indexedSeconds": indexed_s, "indexedPending": indexed[0],
+                        "indexBuildSeconds": indexed[1], "rssMb": recovered_rss,
+                        "eventsReadAgain": report["counters"].get("events.streaming", 0)}}
+
+
+async def _health(worker: WorkerProcess) -> dict[str, Any] | None:
+    if worker.process is None or worker.process.poll() is not None:
+        raise AssertionError(f"worker {worker.name} exited:\n{worker.log_tail()}")
+    return await worker.health()
+
+
+def _timers_indexed(log_path: Path, offset: int) -> tuple[int, float] | None:
+    """The last "timers indexed" line after `offset` of the worker's log: (pending, seconds)."""
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        found = TIMERS_INDEXED.findall(log.read().decode(errors="replace"))
+    return (int(found[-1][0]), float(found[-1][1])) if found else None
+
+
+async def timer_lateness(bootstrap: str, workdir: Path, rate: int, seconds: int, delay_s: int) -> dict[str, Any]:
+    """(h) live events at `rate` for `seconds`, each scheduling a firing `delay_s` later: from
+    then on `rate` firings a second come due. Lateness: when the engine decided (the "fired"
+    record's `at` on triggers.pending) minus `dueAt`."""
+    deployment = Deployment(bootstrap, workdir, "lateness")
+    worker = deployment.worker
+    worker.start()
+    await worker.wait_healthy()
+    await deployment.publish(deployment.topics.journey_definitions, [{"id": "bench", "maxDurationDays": 30}])
+    await deployment.publish(deployment.topics.definitions, [
+        {"id": "bench-due", "source": "streaming", "eventType": "due", "delay": {"seconds": delay_s},
+         "action": {"type": "enroll_journey", "journeyId": "bench"}}])
+    await worker.wait_for(lambda r: r["definitions"] == 1 and r["catalogs"]["journey"]["count"] == 1, what="loaded")
+    total = rate * seconds
+    late: list[float] = []
+    statuses: Counter[str] = Counter()
+
+    async def read() -> None:
+        consumer = AIOKafkaConsumer(deployment.topics.pending, bootstrap_servers=bootstrap, group_id=None,
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        await consumer.start()
+        try:
+            while statuses["fired"] + statuses["dropped"] < total:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for record in records:
+                        value = json.loads(record.value)
+                        statuses[value["status"]] += 1
+                        if value["status"] == "fired":
+                            late.append((datetime.fromisoformat(value["at"])
+                                         - datetime.fromisoformat(value["dueAt"])).total_seconds())
+        finally:
+            await consumer.stop()
+
+    reader = asyncio.create_task(read())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    started = time.perf_counter()
+    for n in range(total):
+        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        customer = f"c-{n % (total // 4)}"
+        body = {"type": "due", "customerId": customer, "id": f"d{n}", "amount": n,
+                "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds")}
+        await producer.send(deployment.topics.streaming, key=customer.encode(), value=json.dumps(body).encode())
+    await producer.flush()
+    produce_s = time.perf_counter() - started
+    await producer.stop()
+    try:
+        await asyncio.wait_for(reader, timeout=delay_s + 120)
+    except TimeoutError:
+        pass  # reported as undecided
+    finally:
+        worker.stop()
+    await delete_topics(bootstrap, deployment.topics.prefix)
+    await delete_topics(bootstrap, deployment.app_id)
+    return {"rate": rate, "seconds": seconds, "delaySeconds": delay_s, "events": total,
+            "producedPerSecond": total / produce_s, "statuses": dict(statuses),
+            "undecided": total - statuses["fired"] - statuses["dropped"],
+            **_percentiles("latenessMs", late)}
+
+
 def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Several runs of one case as one: all their events over all their time."""
     events, seconds = sum(r["events"] for r in runs), sum(r["seconds"] for r in runs)
@@ -268,14 +462,25 @@ def _percentiles(name: str, seconds: list[float]) -> dict[str, float]:
             f"{name}Mean": statistics.fmean(ordered) * 1000}
 
 
+# (b), (c), (i) and (j) four times each in this order: this VM's speed drifts by tens of percent
+# within minutes, and a steady drift then weighs on all of them alike; every (b) run is next to
+# an (i) and a (j) run.
+THROUGHPUT_ORDER = ("b", "i", "j", "c", "c", "j", "i", "b", "c", "b", "i", "j", "j", "i", "b", "c")
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--latency-seconds", type=int, default=20)
+    parser.add_argument("--timers", type=int, default=1_000_000, help="(g) pending firings")
+    parser.add_argument("--timer-customers", type=int, default=250_000, help="(g) customers they are spread over")
+    parser.add_argument("--due-rate", type=int, default=1000, help="(h) firings coming due per second")
+    parser.add_argument("--due-seconds", type=int, default=20, help="(h) for how long")
     args = parser.parse_args()
     broker = EmbeddedBroker(free_port()).start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    began = time.perf_counter()
     try:
         types10 = [f"type-{n}" for n in range(10)]
         types200 = [f"type-{n}" for n in range(200)]
@@ -284,18 +489,27 @@ async def main() -> int:
         print(f"embedded broker on {broker.bootstrap}; {args.events} events, {args.customers} customers", flush=True)
         raw = await bare_consumer_rate(broker.bootstrap, events10)
         print(f"(a) bare consumer: {raw:,.0f} events/s", flush=True)
-        # (b) and (c) four times each, in the order b c c b c b b c: this VM's speed drifts by tens of
-        # percent within minutes, and a steady drift then weighs on both cases alike.
-        runs: dict[str, list[dict[str, Any]]] = {"defs10": [], "defs1000": []}
-        for case in ("defs10", "defs1000", "defs1000", "defs10", "defs1000", "defs10", "defs10", "defs1000"):
-            events, defs = (events10, definitions(10, types10)) if case == "defs10" else \
-                (events200, definitions(1000, types200))
-            run = await engine_throughput(broker.bootstrap, workdir, events, defs, case)
-            runs[case].append(run)
-            print(f"({'b' if case == 'defs10' else 'c'}) {case}: {run['eventsPerSecond']:,.0f} events/s", flush=True)
-        ten, thousand = combined(runs["defs10"]), combined(runs["defs1000"])
+        cases = {"b": ("defs10", events10, definitions(10, types10), []),
+                 "c": ("defs1000", events200, definitions(1000, types200), []),
+                 "i": ("aggregates100", events10, aggregate_definitions(types10), []),
+                 "j": ("capped10", events10, definitions(10, types10), [CAP_POLICY])}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _, _ in cases.values()}
+        for case in THROUGHPUT_ORDER:
+            name, events, defs, policies = cases[case]
+            run = await engine_throughput(broker.bootstrap, workdir, events, defs, name, policies)
+            runs[name].append(run)
+            print(f"({case}) {name}: {run['eventsPerSecond']:,.0f} events/s", flush=True)
+        ten, thousand, aggregated = combined(runs["defs10"]), combined(runs["defs1000"]), \
+            combined(runs["aggregates100"])
+        capped = combined(runs["capped10"])
         latency = await steady_latency(broker.bootstrap, workdir, rate=100, seconds=args.latency_seconds)
         print("(d)(e) latency measured", flush=True)
+        # The timers cases last: (g) leaves the most behind in the broker, even once its topics are deleted.
+        lateness = await timer_lateness(broker.bootstrap, workdir, args.due_rate, args.due_seconds, delay_s=5)
+        print(f"(h) timer lateness p99 {lateness['latenessMsP99']:,.0f} ms", flush=True)
+        pending = await pending_timers(broker.bootstrap, workdir, args.timers, args.timer_customers)
+        print(f"(g) {args.timers:,} pending timers: {pending['rssMb']:.0f} MB; restart indexed them in "
+              f"{pending['restart']['indexedSeconds']:.1f} s", flush=True)
     except BaseException:
         print(f"worker logs and data kept in {workdir}", file=sys.stderr)
         raise
@@ -306,9 +520,15 @@ async def main() -> int:
     results = {
         "at": datetime.now(UTC).isoformat(), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                          "python": sys.version.split()[0]},
+        "benchSeconds": time.perf_counter() - began,
         "bareConsumerEventsPerSecond": raw, "engine10": ten, "engine1000": thousand, "latency": latency,
+        "engineAggregates": {**aggregated, "definitions": AGGREGATES_NOTE},
+        "engineCapped": {**capped, "definitions": CAP_NOTE},
+        "timerLateness": lateness, "pendingTimers": pending,
         "ratios": {"engineOverRaw": ten["eventsPerSecond"] / raw,
-                   "defs1000OverDefs10": thousand["eventsPerSecond"] / ten["eventsPerSecond"]},
+                   "defs1000OverDefs10": thousand["eventsPerSecond"] / ten["eventsPerSecond"],
+                   "aggregatesOverDefs10": aggregated["eventsPerSecond"] / ten["eventsPerSecond"],
+                   "cappedOverDefs10": capped["eventsPerSecond"] / ten["eventsPerSecond"]},
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
@@ -320,7 +540,8 @@ async def main() -> int:
 
 
 def print_table(r: dict[str, Any], out: Path) -> None:
-    lat = r["latency"]
+    lat, late, timers = r["latency"], r["timerLateness"], r["pendingTimers"]
+    restart = timers["restart"]
     rows = [
         ("(a) bare aiokafka consume+decode", f"{r['bareConsumerEventsPerSecond']:,.0f} events/s", ""),
         ("(b) engine, 10 definitions, ~1% firing", f"{r['engine10']['eventsPerSecond']:,.0f} events/s",
@@ -332,11 +553,27 @@ def print_table(r: dict[str, Any], out: Path) -> None:
         ("(e) firing-to-recommendation", f"p50 {lat['firingToRecommendationMsP50']:.1f} ms",
          f"p99 {lat['firingToRecommendationMsP99']:.1f} ms"),
         ("(f) worker RSS after the 1000-definition run", f"{r['engine1000']['rssMb']:.0f} MB", "(target <= 300)"),
+        (f"(g) worker RSS, {timers['scheduled']:,} pending timers", f"{timers['rssMb']:.0f} MB",
+         f"(target <= 400) {timers['customers']:,} customers x {timers['events'] // timers['customers']} events, "
+         f"delay 30 days; scheduled at {timers['scheduledPerSecond']:,.0f} events/s"),
+        ("(g) restart, empty data dir: timers indexed", f"{restart['indexedSeconds']:.1f} s",
+         f"healthy after {restart['healthySeconds']:.1f} s; {restart['indexedPending']:,} indexed (the index "
+         f"itself {restart['indexBuildSeconds']:.1f} s); RSS then {restart['rssMb']:.0f} MB"),
+        (f"(h) timer lateness, {late['rate']:,} due/s for {late['seconds']} s", f"p50 {late['latenessMsP50']:.0f} ms",
+         f"p99 {late['latenessMsP99']:.0f} ms (target <= 1000), max {late['latenessMsMax']:.0f} ms; "
+         f"{late['statuses'].get('fired', 0):,} fired, {late['undecided']:,} undecided"),
+        ("(i) engine, 100 aggregate definitions", f"{r['engineAggregates']['eventsPerSecond']:,.0f} events/s",
+         f"i/b = {r['ratios']['aggregatesOverDefs10']:.2f} (target >= 0.7)"),
+        ("(j) engine, (b) with a cap on every firing", f"{r['engineCapped']['eventsPerSecond']:,.0f} events/s",
+         f"j/b = {r['ratios']['cappedOverDefs10']:.2f} (target >= 0.9: the cap costs <= 10%)"),
     ]
     print()
     for name, value, note in rows:
         print(f"{name:<46} {value:>20}   {note}")
-    print(f"\nresults: {out}")
+    print(f"\n{AGGREGATES_NOTE}.\n{CAP_NOTE}.")
+    print(f"(g) {timers['events']:,} events produced as a backlog, then the worker started; the restart deletes its "
+          "data directory, so its tables come back from their changelogs before the index is rebuilt.")
+    print(f"\nresults: {out} (the bench took {r['benchSeconds'] / 60:.1f} minutes)")
 
 
 if __name__ == "__main__":
