@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.domain.delivery import DEFAULT_SCHEDULE, SCHEDULE_SETTING, parse_schedule
 from app.domain.secrets import ApiToken, parse_api_tokens
 
 
@@ -38,11 +39,9 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(default=10, ge=0, alias="TRIGGERS_FETCH_MAX_WAIT_MS")
     standby_replicas: int = Field(default=0, ge=0, alias="TRIGGERS_STANDBY_REPLICAS")
     webhook_timeout_s: float = Field(default=10.0, gt=0, alias="TRIGGERS_WEBHOOK_TIMEOUT_S")
-    webhook_max_attempts: int = Field(default=5, ge=1, le=20, alias="TRIGGERS_WEBHOOK_MAX_ATTEMPTS")
-    webhook_base_delay_s: float = Field(default=0.5, ge=0, alias="TRIGGERS_WEBHOOK_BASE_DELAY_S")
-    webhook_max_delay_s: float = Field(default=30.0, ge=0, alias="TRIGGERS_WEBHOOK_MAX_DELAY_S")
+    # Delays before each attempt, kept in the deliveries table (app/domain/delivery.py).
+    webhook_retry_schedule: str = Field(default=DEFAULT_SCHEDULE, alias=SCHEDULE_SETTING)
     webhook_per_endpoint_concurrency: int = Field(default=8, ge=1, alias="TRIGGERS_WEBHOOK_PER_ENDPOINT_CONCURRENCY")
-    webhook_per_endpoint_backlog: int = Field(default=1000, ge=1, alias="TRIGGERS_WEBHOOK_PER_ENDPOINT_BACKLOG")
     webhook_max_in_flight: int = Field(default=5000, ge=1, alias="TRIGGERS_WEBHOOK_MAX_IN_FLIGHT")
     dedup_retention_days: float = Field(default=7.0, gt=0, alias="TRIGGERS_DEDUP_RETENTION_DAYS")
     dedup_max_per_customer: int = Field(default=1000, ge=1, alias="TRIGGERS_DEDUP_MAX_PER_CUSTOMER")
@@ -59,7 +58,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _tokens_parse(self) -> Settings:
         self.api_tokens  # noqa: B018 - a bad token setting stops the process at start, not at a request
+        self.retry_schedule  # noqa: B018 - and so does a bad retry schedule
         return self
+
+    @property
+    def retry_schedule(self) -> tuple[float, ...]:
+        return parse_schedule(self.webhook_retry_schedule)
 
     @property
     def api_tokens(self) -> tuple[ApiToken, ...]:

@@ -9,14 +9,15 @@ from typing import cast
 
 from app.actions import PERFORMERS
 from app.actions.deadletters import ActionDeadLetters
-from app.actions.delivery.dispatch import Dispatcher
+from app.actions.delivery.dispatch import Dispatcher, now_ms, slot_limits
 from app.actions.delivery.http import HttpDelivery
+from app.actions.delivery.limits import OriginLimits
+from app.actions.delivery.store import DeliveryStore
 from app.actions.journey_events import JourneyEvents
 from app.actions.performer import ActionServices
 from app.actions.sink import Sink
 from app.domain.journey_events import REROUTED_KIND
 from app.domain.timers import to_millis
-from app.domain.webhooks import RetryPolicy
 from app.evaluation.evaluator import Evaluator
 from app.evaluation.timed import TimedEvaluation
 from app.intake.row_loads import RowLoads
@@ -55,7 +56,7 @@ def build(settings: Settings) -> TriggerApp:
     # Timers and aggregates may hold millions of small records: RocksDB's default memtables
     # (64 MB, three per partition and table) would hold them all in memory before a flush.
     tables.update({name: app.Table(name, default=None, partitions=settings.partitions, options=SMALL_MEMTABLES)
-                   for name in ("timers", "aggregates", "contacts")})
+                   for name in ("timers", "aggregates", "contacts", "deliveries")})
     clock = utc_now
     publisher = Publisher(lambda: app.producer, app.topic_names, metrics, clock)
     row_store = RowStore(tables["rows"], publisher)
@@ -118,26 +119,40 @@ def build(settings: Settings) -> TriggerApp:
         if app.may_evaluate():
             await schedule.publish_due_ticks()
 
-    # -- actions -----------------------------------------------------------------------------
-    http = HttpDelivery(
-        RetryPolicy(max_attempts=settings.webhook_max_attempts, base_delay_s=settings.webhook_base_delay_s,
-                    max_delay_s=settings.webhook_max_delay_s),
-        timeout_s=settings.webhook_timeout_s, allow_private=settings.allow_private_urls)
-    dispatcher = Dispatcher(http, metrics, settings.webhook_max_in_flight, settings.webhook_per_endpoint_concurrency,
-                            settings.webhook_per_endpoint_backlog)
+    # -- actions (docs/contract.md, webhook delivery) ---------------------------------------
+    http = HttpDelivery(timeout_s=settings.webhook_timeout_s, allow_private=settings.allow_private_urls)
     action_counters: Counter[str] = Counter()
+    delivery_store = DeliveryStore(tables["deliveries"])
+    webhook_topic = topics.action("webhook")
+    dispatcher = Dispatcher(
+        http, delivery_store, metrics,
+        slot_limits(settings.webhook_max_in_flight, settings.webhook_per_endpoint_concurrency),
+        OriginLimits(app.catalogs.triggers).limit,
+        lambda: (sum(1 for tp in app.consumer.assignment() if tp.topic == webhook_topic), settings.partitions),
+        topics.action, now_ms, action_counters)
     enrollments = EnrollmentStore(tables["enrollments"], tables["journey_history"])
     services = ActionServices(settings, app.topic_names, app.catalogs, publisher, row_store, enrollments, clock)
     performed = PerformedLog(tables["performed"], timedelta(days=settings.dedup_retention_days),
                              settings.dedup_max_per_customer, clock)
     dead_letters = ActionDeadLetters(publisher, metrics, action_counters, clock)
     for performer in PERFORMERS:
-        sink = Sink(performer(services), performed, dead_letters, dispatcher, metrics, action_counters)
+        sink = Sink(performer(services), performed, dead_letters, dispatcher, metrics, action_counters,
+                    settings.retry_schedule)
         channel = app.raw_topic(app.topic_names.action(performer.action_type))
         if performer.delivers_over_http:
             app.consume_acking_itself(channel, "sink-" + performer.action_type.replace("_", "-"), sink.on_event)
         else:
             app.consume_in_batches(channel, one_by_one(sink.on_record))
+
+    @app.timer(interval=settings.timer_pass_seconds)  # type: ignore[untyped-decorator]
+    async def due_deliveries() -> None:
+        """The clock's pass over waiting deliveries: starts those due, as slots and rates allow."""
+        if not (app.may_evaluate() and app.settled()):
+            return
+        if delivery_store.generation != app.consumer_generation_id:
+            await delivery_store.rebuild(app.consumer_generation_id)
+        dispatcher.pump_all()
+
     journey_events = JourneyEvents(enrollments, publisher, settings.partitions, action_counters, clock)
     app.consume_in_batches(app.raw_topic(app.topic_names.journey_events), one_by_one(journey_events.on_record))
     intake.register_rerouted(REROUTED_KIND, journey_events.on_rerouted)

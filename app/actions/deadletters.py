@@ -6,11 +6,11 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError
 from faust.types import Message
 
-from app.actions.delivery.http import Attempt
 from app.domain.deadletters import RecordTooLarge, action_dead_letter
 from app.domain.models import ActionCommand
 from app.kafka.publisher import Publisher
@@ -30,7 +30,7 @@ class ActionDeadLetters:
         self.clock = clock
 
     async def send(self, action_type: str, message: RawRecord | Message, command: ActionCommand | None,
-                   reason: str, attempts: list[Attempt] | None = None) -> None:
+                   reason: str, attempts: list[dict[str, Any]] | None = None) -> None:
         """Counted, logged and written; never raises for the record's size."""
         self.counters[f"{action_type}.deadlettered"] += 1
         self.metrics.sink_outcomes.labels(action_type, "deadlettered").inc()
@@ -38,7 +38,7 @@ class ActionDeadLetters:
         log.warning("action dead-lettered", extra={"action": action_type, "reason": reason[:200],
                                                    "firingId": command.firing_id if command else None})
         record = action_dead_letter(
-            action_type, reason, self.clock().isoformat(), [a.to_json() for a in attempts or []],
+            action_type, reason, self.clock().isoformat(), list(attempts or []),
             command.to_json() if command is not None else None,
             {"topic": message.topic, "partition": message.partition, "offset": message.offset},
             message.value)

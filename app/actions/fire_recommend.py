@@ -26,7 +26,13 @@ class FireRecommend(Performer):
         url = command.action.get("deliveryUrl")
         if not url:
             return None
-        return HttpRequest(str(url), json.dumps(recommendation, separators=(",", ":")).encode())
+        return self.request_for(command, json.dumps(recommendation, separators=(",", ":")).encode())
+
+    def request_for(self, command: ActionCommand, body: bytes) -> HttpRequest:
+        """The recommendation was decided and published once; a later attempt POSTs the same body."""
+        rate = command.action.get("maxPerSecond")
+        return HttpRequest(str(command.action["deliveryUrl"]), body,
+                           max_per_second=rate if isinstance(rate, int) and not isinstance(rate, bool) else None)
 
     def _recommend(self, command: ActionCommand) -> dict[str, Any]:
         flow_id = str(command.action["decisionFlowId"])

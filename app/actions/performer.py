@@ -55,6 +55,12 @@ class Performer(ABC):
     async def perform(self, command: ActionCommand) -> HttpRequest | None:
         """Perform the command, or return the HTTP request that completes it."""
 
+    def request_for(self, command: ActionCommand, body: bytes) -> HttpRequest:
+        """The request again, for a later attempt of a delivery waiting in the deliveries
+        table (which keeps the body, never a secret): raises ActionFailed when it cannot be
+        made any more. Only performers that deliver over HTTP have one."""
+        raise NotImplementedError(f"{self.action_type} does not deliver over HTTP")
+
     def scope(self, command: ActionCommand, **extra: dict[str, Any]) -> Scope:
         """What the command's expressions see: its event, the customer's row, now."""
         scope = Scope(event=command.event, customer=self.services.row_store.customer(command.customer_id),

@@ -25,9 +25,11 @@ class Webhook(Performer):
     delivers_over_http: ClassVar[bool] = True
 
     async def perform(self, command: ActionCommand) -> HttpRequest:
+        return self.request_for(command, self._body(command))
+
+    def request_for(self, command: ActionCommand, body: bytes) -> HttpRequest:
         secret, headers = self._credentials(command)
-        body = self._body(command)
-        return HttpRequest(str(command.action["url"]), body, secret, headers)
+        return HttpRequest(str(command.action["url"]), body, secret, headers, _rate(command))
 
     def _credentials(self, command: ActionCommand) -> tuple[str | None, dict[str, str]]:
         """The secret and header values stay in the definition (commands carry `signed` and
@@ -69,3 +71,8 @@ class Webhook(Performer):
             return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise ActionFailed(f"payload is not JSON: {exc}") from None
+
+
+def _rate(command: ActionCommand) -> int | None:
+    value = command.action.get("maxPerSecond")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

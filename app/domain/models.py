@@ -96,6 +96,9 @@ HeaderValue = Annotated[str, AfterValidator(_header_value)]
 FieldName = Annotated[str, Field(max_length=limits.MAX_FIELD_NAME_LENGTH)]
 
 
+MAX_PER_SECOND = 100_000  # the largest maxPerSecond of a webhook or a recommendation's delivery
+
+
 class EnrollJourneyAction(Contract):
     type: Literal["enroll_journey"]
     journey_id: str = Field(alias="journeyId", min_length=1, max_length=limits.MAX_REFERENCE_LENGTH)
@@ -107,6 +110,15 @@ class FireRecommendAction(Contract):
     decision_flow_id: str = Field(alias="decisionFlowId", min_length=1, max_length=limits.MAX_REFERENCE_LENGTH)
     channel: str | None = Field(default=None, max_length=limits.MAX_CHANNEL_LENGTH)
     delivery_url: HttpUrl | None = Field(default=None, alias="deliveryUrl")
+    # Requests per second to the deliveryUrl's origin, across all workers.
+    max_per_second: int | None = Field(default=None, ge=1, le=MAX_PER_SECOND, strict=True,
+                                       alias="maxPerSecond")
+
+    @model_validator(mode="after")
+    def _rate_needs_a_url(self) -> FireRecommendAction:
+        if self.max_per_second is not None and self.delivery_url is None:
+            raise ValueError("maxPerSecond: only allowed together with deliveryUrl")
+        return self
 
 
 class WebhookAction(Contract):
@@ -116,6 +128,9 @@ class WebhookAction(Contract):
     # Never copied into action commands or logs: sinks read it from the definition.
     secret: SecretStr | None = Field(default=None, min_length=1, max_length=limits.MAX_SECRET_LENGTH)
     payload: Any = None
+    # Requests per second to the url's origin, across all workers.
+    max_per_second: int | None = Field(default=None, ge=1, le=MAX_PER_SECOND, strict=True,
+                                       alias="maxPerSecond")
 
     @field_validator("headers")
     @classmethod

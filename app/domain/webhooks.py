@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import random
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -129,27 +128,7 @@ def delivery_headers(firing_id: str, timestamp: int, body: bytes, secret: str | 
     return headers
 
 
-# --- retries -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-    max_retry_after_s: float = 300.0
-
-    def retryable(self, status: int | None) -> bool:
-        """None means the request never got an answer (connection error, timeout)."""
-        return status is None or status in (408, 429) or status >= 500
-
-    def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
-        """Full-jitter exponential backoff before attempt `attempt + 1`; a server's
-        Retry-After (bounded) wins when it asks for longer."""
-        backoff = rng.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
-        if retry_after_s is not None:
-            return max(backoff, min(retry_after_s, self.max_retry_after_s))
-        return backoff
+# --- Retry-After -------------------------------------------------------------------------------
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

@@ -1,4 +1,5 @@
-"""HttpDelivery against a real local HTTP server: retries, refusals, redirects, timeouts, signing."""
+"""HttpDelivery against a real local HTTP server: one attempt each (the schedule is the dispatcher's),
+refusals, redirects, timeouts, signing, and what each answer means (app/domain/delivery.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from app.actions.delivery.http import HttpDelivery
-from app.domain.webhooks import RetryPolicy
+from app.domain.delivery import after_attempt, parse_schedule
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -76,29 +77,12 @@ async def server() -> AsyncIterator[Server]:
         await runner.cleanup()
 
 
-class Sleeps:
-    """A no-op sleep that records the delays HttpDelivery asked for."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
 @pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
-@pytest.fixture
-async def make_delivery(sleeps: Sleeps) -> AsyncIterator[Callable[..., HttpDelivery]]:
+async def make_delivery() -> AsyncIterator[Callable[..., HttpDelivery]]:
     made: list[HttpDelivery] = []
 
-    def make(max_attempts: int = 3, timeout_s: float = 5.0, allow_private: bool = True,
-             **policy: float) -> HttpDelivery:
-        delivery = HttpDelivery(RetryPolicy(max_attempts=max_attempts, **policy), timeout_s=timeout_s,
-                                allow_private=allow_private, sleep=sleeps)
+    def make(timeout_s: float = 5.0, allow_private: bool = True) -> HttpDelivery:
+        delivery = HttpDelivery(timeout_s=timeout_s, allow_private=allow_private)
         made.append(delivery)
         return delivery
 
@@ -107,18 +91,26 @@ async def make_delivery(sleeps: Sleeps) -> AsyncIterator[Callable[..., HttpDeliv
         await delivery.close()
 
 
+SCHEDULE = parse_schedule("0,5s,5m")
+NOW_MS = 1_000_000
+
+
+def outcome(result):
+    a = result.attempt
+    return after_attempt(SCHEDULE, 1, a.status, a.error, result.refused, result.retry_after_s, NOW_MS)
+
+
 # --- outcomes --------------------------------------------------------------------------------
 
 
-async def test_2xx_is_delivered_in_one_attempt(server, make_delivery, sleeps):
+async def test_2xx_is_delivered_in_one_attempt(server, make_delivery):
     server.reply(Reply(202))
 
-    result = await make_delivery().deliver(server.url, BODY, "firing-1", None, {})
+    result = await make_delivery().attempt(server.url, BODY, "firing-1", None, {}, 1)
 
     assert result.delivered
-    assert result.reason is None
-    assert [(a.number, a.status, a.error) for a in result.attempts] == [(1, 202, None)]
-    assert sleeps.delays == []
+    assert (result.attempt.number, result.attempt.status, result.attempt.error) == (1, 202, None)
+    assert outcome(result).kind == "delivered"
     assert len(server.requests) == 1
     seen = server.requests[0]
     assert (seen.method, seen.path, seen.body) == ("POST", "/hook", BODY)
@@ -126,101 +118,64 @@ async def test_2xx_is_delivered_in_one_attempt(server, make_delivery, sleeps):
     assert seen.headers["Idempotency-Key"] == "firing-1"
 
 
-async def test_503_twice_then_200_is_delivered_on_the_third_attempt(server, make_delivery, sleeps):
-    server.reply(Reply(503), Reply(503), Reply(200))
+async def test_503_is_one_request_and_a_retry_on_the_schedule(server, make_delivery):
+    server.reply(Reply(503))
 
-    result = await make_delivery(max_attempts=5).deliver(server.url, BODY, "firing-1", None, {})
-
-    assert result.delivered
-    assert [a.status for a in result.attempts] == [503, 503, 200]
-    assert [a.number for a in result.attempts] == [1, 2, 3]
-    assert len(sleeps.delays) == 2
-    assert all(0 <= d <= 30 for d in sleeps.delays)
-    assert len(server.requests) == 3
-    # every attempt carries the same idempotency key
-    assert {r.headers["Idempotency-Key"] for r in server.requests} == {"firing-1"}
-
-
-async def test_gives_up_after_max_attempts(server, make_delivery, sleeps):
-    server.reply(*[Reply(500)] * 3)
-
-    result = await make_delivery(max_attempts=3).deliver(server.url, BODY, "firing-1", None, {})
+    result = await make_delivery().attempt(server.url, BODY, "firing-1", None, {}, 2)
 
     assert not result.delivered
-    assert result.reason == "gave up after 3 attempts: HTTP 500"
-    assert len(server.requests) == 3
-    assert len(sleeps.delays) == 2  # no sleep after the last attempt
-
-
-async def test_404_is_not_retried(server, make_delivery, sleeps):
-    server.reply(Reply(404))
-
-    result = await make_delivery(max_attempts=5).deliver(server.url, BODY, "firing-1", None, {})
-
-    assert not result.delivered
-    assert result.reason == "HTTP 404: not retryable"
-    assert [a.status for a in result.attempts] == [404]
+    assert (result.attempt.number, result.attempt.status) == (2, 503)
     assert len(server.requests) == 1
-    assert sleeps.delays == []
+    assert outcome(result).kind == "retry"
+    assert outcome(result).due_ms == NOW_MS + 5000
 
 
-async def test_429_retry_after_is_honoured(server, make_delivery, sleeps):
-    server.reply(Reply(429, {"Retry-After": "7"}), Reply(200))
+@pytest.mark.parametrize(("status", "reason"), [(404, "HTTP 404: not retryable"), (410, "HTTP 410 Gone"),
+                                                (302, "HTTP 302: not retryable")])
+async def test_request_faults_and_gone_end_the_schedule(server, make_delivery, status, reason):
+    server.reply(Reply(status, {"Location": f"http://127.0.0.1:{server.port}/elsewhere"}))
 
-    result = await make_delivery().deliver(server.url, BODY, "firing-1", None, {})
+    result = await make_delivery().attempt(server.url, BODY, "firing-1", None, {}, 1)
 
-    assert result.delivered
-    assert [a.status for a in result.attempts] == [429, 200]
-    assert sleeps.delays == [7.0]
-
-
-async def test_retry_after_is_bounded(server, make_delivery, sleeps):
-    server.reply(Reply(503, {"Retry-After": "86400"}), Reply(200))
-
-    result = await make_delivery(max_retry_after_s=12.0).deliver(server.url, BODY, "firing-1", None, {})
-
-    assert result.delivered
-    assert sleeps.delays == [12.0]
+    assert outcome(result).kind == "dead"
+    assert outcome(result).reason.startswith(reason)
+    assert [r.path for r in server.requests] == ["/hook"]  # a redirect is not followed
 
 
-async def test_redirect_is_neither_followed_nor_retried(server, make_delivery, sleeps):
-    server.reply(Reply(302, {"Location": f"http://127.0.0.1:{server.port}/elsewhere"}))
+async def test_429_retry_after_is_honoured(server, make_delivery):
+    server.reply(Reply(429, {"Retry-After": "7"}))
 
-    result = await make_delivery(max_attempts=5).deliver(server.url, BODY, "firing-1", None, {})
+    result = await make_delivery().attempt(server.url, BODY, "firing-1", None, {}, 1)
 
-    assert not result.delivered
-    assert result.reason == "HTTP 302: not retryable"
-    assert [r.path for r in server.requests] == ["/hook"]
-    assert sleeps.delays == []
+    assert result.retry_after_s == 7.0
+    assert outcome(result).due_ms == NOW_MS + 7000  # longer than the schedule's 5 s
 
 
 # --- refused addresses ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-async def test_private_addresses_are_refused_before_any_request(server, make_delivery, sleeps, host):
+async def test_private_addresses_are_refused_before_any_request(server, make_delivery, host):
     url = f"http://{host}:{server.port}/hook"
 
-    result = await make_delivery(max_attempts=5, allow_private=False).deliver(url, BODY, "firing-1", None, {})
+    result = await make_delivery(allow_private=False).attempt(url, BODY, "firing-1", None, {}, 1)
 
     assert not result.delivered
-    assert result.reason.startswith("refused:")
-    assert "loopback" in result.reason
-    assert "TRIGGERS_ALLOW_PRIVATE_URLS" in result.reason
-    assert len(result.attempts) == 1  # refusal is final, never retried
+    assert result.refused
+    assert result.attempt.error.startswith("refused:")
+    assert "loopback" in result.attempt.error
+    assert "TRIGGERS_ALLOW_PRIVATE_URLS" in result.attempt.error
+    assert outcome(result).kind == "dead"  # refusal is final, never retried
     assert server.requests == []
-    assert sleeps.delays == []
 
 
-async def test_unresolvable_name_is_retried_then_given_up(make_delivery, sleeps):
-    result = await make_delivery(max_attempts=3, allow_private=False).deliver(
-        "http://does-not-exist.invalid/", BODY, "firing-1", None, {})
+async def test_an_unresolvable_name_is_a_failed_attempt_retried_on_the_schedule(make_delivery):
+    result = await make_delivery(allow_private=False).attempt("http://does-not-exist.invalid/", BODY,
+                                                              "firing-1", None, {}, 1)
 
-    assert not result.delivered
-    assert result.reason.startswith("gave up after 3 attempts: ")
-    assert [a.status for a in result.attempts] == [None, None, None]
-    assert all(a.error for a in result.attempts)
-    assert len(sleeps.delays) == 2
+    assert not result.delivered and not result.refused
+    assert result.attempt.status is None and result.attempt.error
+    assert outcome(result).kind == "retry"
 
 
 class Rebinding:
@@ -235,30 +190,29 @@ class Rebinding:
         return [self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]]
 
 
-async def test_a_dns_answer_that_changes_after_the_check_never_reaches_the_private_address(server, sleeps):
+async def test_a_dns_answer_that_changes_after_the_check_never_reaches_the_private_address(server):
     # "localhost" is loopback to the system resolver: if the connection re-resolved the name
     # instead of using the checked address, the request would reach the local server.
     dns = Rebinding("2606:4700:4700::1111", "127.0.0.1")  # a public address (no listener on that port), then loopback
-    delivery = HttpDelivery(RetryPolicy(max_attempts=3), timeout_s=0.5, allow_private=False,
-                            sleep=sleeps, resolve=dns)
+    delivery = HttpDelivery(timeout_s=0.5, allow_private=False, resolve=dns)
     try:
-        result = await delivery.deliver(f"http://localhost:{server.port}/hook", BODY, "firing-1", None, {})
+        first = await delivery.attempt(f"http://localhost:{server.port}/hook", BODY, "firing-1", None, {}, 1)
+        second = await delivery.attempt(f"http://localhost:{server.port}/hook", BODY, "firing-1", None, {}, 2)
     finally:
         await delivery.close()
 
     assert server.requests == []
-    assert [a.status for a in result.attempts] == [None, None]
-    assert result.attempts[0].error  # the checked address did not answer
-    assert result.reason.startswith("refused: localhost resolves to 127.0.0.1 is a loopback")  # re-checked
+    assert first.attempt.status is None and first.attempt.error  # the checked address did not answer
+    assert second.refused  # re-checked
+    assert second.attempt.error.startswith("refused: localhost resolves to 127.0.0.1 is a loopback")
     assert dns.asked == ["localhost", "localhost"]  # resolved once per attempt, by us
 
 
-async def test_the_request_goes_to_the_address_that_was_checked(server, sleeps):
+async def test_the_request_goes_to_the_address_that_was_checked(server):
     # The system cannot resolve this name at all: only the checked answer can be used.
-    delivery = HttpDelivery(RetryPolicy(max_attempts=1), timeout_s=2, allow_private=True,
-                            sleep=sleeps, resolve=Rebinding("127.0.0.1"))
+    delivery = HttpDelivery(timeout_s=2, allow_private=True, resolve=Rebinding("127.0.0.1"))
     try:
-        result = await delivery.deliver(f"http://hooks.rebind.invalid:{server.port}/hook", BODY, "f-1", None, {})
+        result = await delivery.attempt(f"http://hooks.rebind.invalid:{server.port}/hook", BODY, "f-1", None, {}, 1)
     finally:
         await delivery.close()
 
@@ -275,7 +229,7 @@ async def test_request_keeps_the_host_of_the_original_url(server, make_delivery)
         pytest.skip("localhost does not resolve to 127.0.0.1 first here (the server listens there only)")
     url = f"http://localhost:{server.port}/hook?x=1"
 
-    result = await make_delivery().deliver(url, BODY, "firing-1", None, {})
+    result = await make_delivery().attempt(url, BODY, "firing-1", None, {}, 1)
 
     assert result.delivered
     assert server.requests[0].headers["Host"] == f"localhost:{server.port}"
@@ -283,8 +237,8 @@ async def test_request_keeps_the_host_of_the_original_url(server, make_delivery)
 
 
 async def test_signed_request_carries_verifiable_signature_headers(server, make_delivery):
-    result = await make_delivery().deliver(server.url, BODY, "firing-1", "s3cret",
-                                           {"X-Custom": "yes", "Authorization": "Bearer abc"})
+    result = await make_delivery().attempt(server.url, BODY, "firing-1", "s3cret",
+                                           {"X-Custom": "yes", "Authorization": "Bearer abc"}, 1)
 
     assert result.delivered
     headers = server.requests[0].headers
@@ -300,7 +254,7 @@ async def test_signed_request_carries_verifiable_signature_headers(server, make_
 
 
 async def test_unsigned_request_has_no_signature_header(server, make_delivery):
-    await make_delivery().deliver(server.url, BODY, "firing-1", None, {})
+    await make_delivery().attempt(server.url, BODY, "firing-1", None, {}, 1)
     assert "webhook-signature" not in server.requests[0].headers
     assert "webhook-timestamp" in server.requests[0].headers
 
@@ -308,25 +262,14 @@ async def test_unsigned_request_has_no_signature_header(server, make_delivery):
 # --- timeouts ----------------------------------------------------------------------------------------
 
 
-async def test_timeout_is_retried(server, make_delivery, sleeps):
-    server.reply(Reply(200, delay_s=1.5), Reply(200))
+async def test_a_timeout_is_a_failed_attempt_retried_on_the_schedule(server, make_delivery):
+    server.reply(Reply(200, delay_s=1.5))
 
-    result = await make_delivery(max_attempts=3, timeout_s=0.3).deliver(server.url, BODY, "firing-1", None, {})
-
-    assert result.delivered
-    assert [a.status for a in result.attempts] == [None, 200]
-    assert "Timeout" in result.attempts[0].error
-    assert len(sleeps.delays) == 1
-
-
-async def test_timeouts_every_time_give_up(server, make_delivery, sleeps):
-    server.reply(Reply(200, delay_s=1.5), Reply(200, delay_s=1.5))
-
-    result = await make_delivery(max_attempts=2, timeout_s=0.3).deliver(server.url, BODY, "firing-1", None, {})
+    result = await make_delivery(timeout_s=0.3).attempt(server.url, BODY, "firing-1", None, {}, 1)
 
     assert not result.delivered
-    assert result.reason.startswith("gave up after 2 attempts: ")
-    assert "Timeout" in result.reason
+    assert result.attempt.status is None and "Timeout" in result.attempt.error
+    assert outcome(result).kind == "retry"
 
 
 # --- bugs --------------------------------------------------------------------------------------------
@@ -334,5 +277,5 @@ async def test_timeouts_every_time_give_up(server, make_delivery, sleeps):
 
 async def test_odd_retry_after_on_a_2xx_does_not_break_delivery(server, make_delivery):
     server.reply(Reply(200, {"Retry-After": "Wed, 21 Oct 2015 07:28:00"}))
-    result = await make_delivery().deliver(server.url, BODY, "firing-1", None, {})
+    result = await make_delivery().attempt(server.url, BODY, "firing-1", None, {}, 1)
     assert result.delivered

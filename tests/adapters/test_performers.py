@@ -16,8 +16,9 @@ from aiokafka.errors import KafkaConnectionError
 
 from app.actions import PERFORMERS
 from app.actions.deadletters import ActionDeadLetters
-from app.actions.delivery.dispatch import Dispatcher, HttpRequest
-from app.actions.delivery.http import Attempt, DeliveryResult
+from app.actions.delivery.dispatch import Dispatcher, HttpRequest, slot_limits
+from app.actions.delivery.http import Attempt, AttemptResult
+from app.actions.delivery.store import DeliveryStore
 from app.actions.enroll_journey import EnrollJourney
 from app.actions.fire_recommend import FireRecommend
 from app.actions.journey_events import JourneyEvents
@@ -70,32 +71,36 @@ class Call:
     firing_id: str
     secret: str | None
     headers: dict[str, str]
+    number: int
 
 
 @dataclass
 class FakeHttp:
-    """HttpDelivery's interface: records each delivery and answers `result`; `hold` keeps
-    deliveries running until it is set."""
+    """HttpDelivery's interface: records each attempt and answers the next of `statuses`
+    (200 when none is left); `hold` keeps attempts running until it is set."""
 
-    result: DeliveryResult = field(default_factory=lambda: DeliveryResult(delivered=True))
+    statuses: list[int] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     hold: asyncio.Event | None = None
     crash: Exception | None = None
 
-    async def deliver(self, url: str, body: bytes, firing_id: str, secret: str | None,
-                      headers: dict[str, str]) -> DeliveryResult:
-        self.calls.append(Call(url, body, firing_id, secret, headers))
+    async def attempt(self, url: str, body: bytes, firing_id: str, secret: str | None,
+                      headers: dict[str, str], number: int) -> AttemptResult:
+        self.calls.append(Call(url, body, firing_id, secret, headers, number))
         if self.hold is not None:
             await self.hold.wait()
         if self.crash is not None:
             raise self.crash
-        return self.result
+        return AttemptResult(Attempt(number, self.statuses.pop(0) if self.statuses else 200, None, 12.0))
+
+
+SCHEDULE = (0.0, 5.0, 60.0)
 
 
 class Actions:
     """The actions section of app/wiring.py, over fakes."""
 
-    def __init__(self, backlog: int = 1000) -> None:
+    def __init__(self, per_endpoint: int = 2) -> None:
         self.clock = FakeClock()
         self.producer = RecordingProducer()
         self.metrics = Metrics()
@@ -105,10 +110,12 @@ class Actions:
         self.enrollments_table = DictTable()
         self.enrollments = EnrollmentStore(self.enrollments_table, DictTable())
         self.performed_table = DictTable()
+        self.deliveries_table = DictTable()
         self.counters: Counter[str] = Counter()
         self.http = FakeHttp()
-        self.dispatcher = Dispatcher(self.http, self.metrics, max_in_flight=100, per_endpoint_concurrency=2,
-                                     per_endpoint_backlog=backlog)
+        self.dispatcher = Dispatcher(self.http, DeliveryStore(self.deliveries_table), self.metrics,
+                                     slot_limits(100, per_endpoint), lambda origin: None, lambda: (8, 8),
+                                     TOPICS.action, lambda: int(self.clock().timestamp() * 1000), self.counters)
         self.services = ActionServices(Settings(), TOPICS, self.catalogs, self.publisher,
                                        RowStore(self.rows, self.publisher), self.enrollments, self.clock)
         self.performed = PerformedLog(self.performed_table, timedelta(days=7), 1000, self.clock)
@@ -116,7 +123,8 @@ class Actions:
 
     def sink(self, performer: type[Performer] | Performer) -> Sink:
         made = performer(self.services) if isinstance(performer, type) else performer
-        return Sink(made, self.performed, self.dead_letters, self.dispatcher, self.metrics, self.counters)
+        return Sink(made, self.performed, self.dead_letters, self.dispatcher, self.metrics, self.counters,
+                    SCHEDULE)
 
     def define(self, catalog: str, item_id: str, definition: dict[str, Any] | None) -> None:
         value = json.dumps({"id": item_id, **definition}).encode() if definition is not None else None
@@ -128,7 +136,7 @@ class Actions:
     async def settled(self) -> None:
         """Until every delivery task has ended."""
         for _ in range(100):
-            if self.dispatcher.backlog() == {"inFlight": 0, "endpoints": 0, "unacknowledged": 0}:
+            if self.dispatcher.backlog()["inFlight"] == 0:
                 return
             await asyncio.sleep(0)
         raise AssertionError(f"deliveries still running: {self.dispatcher.backlog()}")
@@ -280,7 +288,7 @@ async def test_an_update_chain_stops_at_the_depth_limit() -> None:
 # -- webhook ---------------------------------------------------------------------------------------
 
 
-async def test_a_webhook_is_delivered_once_and_acknowledged_when_it_ends() -> None:
+async def test_a_webhook_is_delivered_once_and_a_replay_is_skipped() -> None:
     actions = Actions()
     sink = actions.sink(Webhook)
     value = webhook_command(actions, webhook_trigger())
@@ -295,9 +303,10 @@ async def test_a_webhook_is_delivered_once_and_acknowledged_when_it_ends() -> No
     assert json.loads(call.body) == value  # no payload template: the firing with its event
     assert first.acked and replay.acked
     assert actions.counters == Counter({"webhook.performed": 1, "webhook.replays_skipped": 1})
+    assert actions.deliveries_table == {}  # delivered: no longer waiting
 
 
-async def test_a_replay_while_the_delivery_runs_is_skipped_and_acks_wait_for_the_earlier_one() -> None:
+async def test_a_command_is_acknowledged_once_its_delivery_is_in_the_table_and_a_replay_meanwhile_is_skipped() -> None:
     actions = Actions()
     actions.http.hold = asyncio.Event()
     sink = actions.sink(Webhook)
@@ -306,31 +315,60 @@ async def test_a_replay_while_the_delivery_runs_is_skipped_and_acks_wait_for_the
 
     await sink.on_event(first)
     await sink.on_event(replay)
-    assert not first.acked and not replay.acked  # the replay is done, but offset 0 is not
-    assert actions.dispatcher.backlog() == {"inFlight": 1, "endpoints": 1, "unacknowledged": 2}
+    assert first.acked and replay.acked  # the table, not the consumer, holds the running delivery
+    assert list(actions.deliveries_table) == ["c-1|f-1"]
+    assert actions.dispatcher.backlog()["inFlight"] == 1
 
     actions.http.hold.set()
     await actions.settled()
-    assert first.acked and replay.acked and len(actions.http.calls) == 1
+    assert len(actions.http.calls) == 1 and actions.deliveries_table == {}
     assert actions.counters["webhook.replays_skipped"] == 1
 
 
-async def test_a_failed_delivery_is_dead_lettered_with_its_attempts() -> None:
+@pytest.mark.parametrize(("status", "reason"), [(404, "HTTP 404: not retryable"),
+                                                (410, "HTTP 410 Gone: the endpoint is gone; schedule ended")])
+async def test_a_request_fault_or_gone_is_dead_lettered_after_one_attempt(status: int, reason: str) -> None:
     actions = Actions()
-    actions.http.result = DeliveryResult(False, "HTTP 404: not retryable", [Attempt(1, 404, None, 12.0)])
-    value = webhook_command(actions, webhook_trigger())
-    delivery = event(value)
+    actions.http.statuses = [status]
+    delivery = event(webhook_command(actions, webhook_trigger()))
 
     await actions.sink(Webhook).on_event(delivery)
     await actions.settled()
 
     [letter] = actions.dead_letters_sent()
-    assert letter["reason"] == "HTTP 404: not retryable"
-    assert letter["attempts"] == [{"attempt": 1, "status": 404, "error": None, "durationMs": 12.0}]
-    assert delivery.acked and actions.performed_table == {}
+    assert letter["reason"] == reason
+    assert letter["attempts"] == [{"attempt": 1, "status": status, "error": None, "durationMs": 12.0}]
+    assert delivery.acked and actions.performed_table == {} and actions.deliveries_table == {}
 
 
-async def test_a_crashed_delivery_is_dead_lettered_and_acknowledged() -> None:
+async def test_a_failing_endpoint_is_retried_on_the_schedule_and_dead_lettered_when_it_runs_out() -> None:
+    actions = Actions()
+    actions.http.statuses = [503, 503, 503]
+    await actions.sink(Webhook).on_event(event(webhook_command(actions, webhook_trigger())))
+    await actions.settled()
+    assert [c.number for c in actions.http.calls] == [1]
+    assert actions.deliveries_table["c-1|f-1"]["reason"] == "attempt 1 failed: HTTP 503"
+
+    actions.dispatcher.pump_all()  # not due yet: nothing
+    actions.clock.advance(timedelta(seconds=5))
+    actions.dispatcher.pump_all()
+    await actions.settled()
+    actions.clock.advance(timedelta(seconds=59))
+    actions.dispatcher.pump_all()
+    await actions.settled()
+    assert [c.number for c in actions.http.calls] == [1, 2]  # the third is due after 60 s
+    actions.clock.advance(timedelta(seconds=1))
+    actions.dispatcher.pump_all()
+    await actions.settled()
+
+    assert [c.number for c in actions.http.calls] == [1, 2, 3]
+    [letter] = actions.dead_letters_sent()
+    assert letter["reason"] == "gave up after 3 attempts (schedule exhausted): HTTP 503"
+    assert [a["status"] for a in letter["attempts"]] == [503, 503, 503]
+    assert actions.counters["webhook.retries_scheduled"] == 2 and actions.deliveries_table == {}
+
+
+async def test_a_crashed_attempt_is_retried_not_lost() -> None:
     actions = Actions()
     actions.http.crash = RuntimeError("bug")
     delivery = event(webhook_command(actions, webhook_trigger()))
@@ -338,25 +376,54 @@ async def test_a_crashed_delivery_is_dead_lettered_and_acknowledged() -> None:
     await actions.sink(Webhook).on_event(delivery)
     await actions.settled()
 
-    assert [letter["reason"] for letter in actions.dead_letters_sent()] == ["RuntimeError: bug"]
-    assert delivery.acked
+    assert delivery.acked and actions.dead_letters_sent() == []
+    assert actions.deliveries_table["c-1|f-1"]["reason"] == "attempt 1 failed: RuntimeError: bug"
+    actions.http.crash = None
+    actions.clock.advance(timedelta(seconds=5))
+    actions.dispatcher.pump_all()
+    await actions.settled()
+    assert actions.counters["webhook.performed"] == 1
 
 
-async def test_a_full_endpoint_backlog_dead_letters_at_once() -> None:
-    actions = Actions(backlog=1)
+async def test_a_busy_endpoint_parks_deliveries_in_the_table_and_never_dead_letters_them() -> None:
+    actions = Actions(per_endpoint=2)
     actions.http.hold = asyncio.Event()
     sink = actions.sink(Webhook)
     trigger = webhook_trigger()
-    held, refused = event(webhook_command(actions, trigger, "f-1")), event(webhook_command(actions, trigger, "f-2"), 1)
+    events = [event(webhook_command(actions, trigger, f"f-{n}"), n) for n in range(5)]
 
-    await sink.on_event(held)
-    await sink.on_event(refused)
+    for delivery in events:
+        await sink.on_event(delivery)
+
+    await asyncio.sleep(0)
+    assert all(delivery.acked for delivery in events) and actions.dead_letters_sent() == []
+    assert len(actions.http.calls) == 2
+    assert actions.dispatcher.backlog()["parked"] == 3 and actions.counters["webhook.deferred"] == 3
+    actions.http.hold.set()
+    for _ in range(20):
+        await asyncio.sleep(0)  # each finished attempt starts the next parked one
+    await actions.settled()
+    assert sorted(c.firing_id for c in actions.http.calls) == [f"f-{n}" for n in range(5)]
+    assert actions.deliveries_table == {} and actions.counters["webhook.performed"] == 5
+
+
+async def test_a_waiting_delivery_whose_header_is_gone_is_dead_lettered_at_its_next_attempt() -> None:
+    actions = Actions()
+    actions.http.statuses = [503]
+    trigger = webhook_trigger(headers={"X-Key": "v"})
+    await actions.sink(Webhook).on_event(event(webhook_command(actions, trigger)))
+    await actions.settled()
+
+    actions.define("triggers", "t-1", webhook_trigger())  # the header removed meanwhile
+    actions.clock.advance(timedelta(seconds=5))
+    actions.dispatcher.pump_all()
+    await actions.settled()
+    for _ in range(5):
+        await asyncio.sleep(0)
 
     [letter] = actions.dead_letters_sent()
-    assert letter["reason"] == f"backlog for {URL} is full (1)" and letter["firingId"] == "f-2"
-    actions.http.hold.set()
-    await actions.settled()
-    assert held.acked and refused.acked and len(actions.http.calls) == 1
+    assert "'X-Key'" in letter["reason"] and len(actions.http.calls) == 1
+    assert actions.deliveries_table == {}
 
 
 async def test_a_payload_template_is_rendered_with_the_customer_row() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 
 from app.domain.expressions import Scope
 from app.domain.webhooks import (
-    RetryPolicy,
     compile_template,
     delivery_headers,
     parse_retry_after,
@@ -96,77 +94,6 @@ def test_custom_headers_are_kept_but_cannot_replace_the_delivery_headers():
     assert headers["webhook-id"] == "firing-1"
     assert headers["Content-Type"] == "application/json"
     assert custom["Idempotency-Key"] == "forged"  # the caller's dict is untouched
-
-
-# --- retry policy ---------------------------------------------------------------------------------
-
-
-class _TopOfRange(random.Random):
-    """uniform() returns the upper bound: the largest delay the policy could pick."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
-
-
-@pytest.mark.parametrize("status", [None, 408, 429, 500, 502, 503, 504])
-def test_retryable_statuses(status):
-    assert RetryPolicy().retryable(status)
-
-
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 422, 301, 302])
-def test_not_retryable_statuses(status):
-    assert not RetryPolicy().retryable(status)
-
-
-def test_policy_defaults():
-    policy = RetryPolicy()
-    assert (policy.max_attempts, policy.base_delay_s, policy.max_delay_s, policy.max_retry_after_s) == (
-        5, 0.5, 30.0, 300.0)
-
-
-@pytest.mark.parametrize("attempt", range(1, 12))
-def test_delay_stays_within_zero_and_the_cap(attempt):
-    policy = RetryPolicy()
-    rng = random.Random(1234 + attempt)
-    cap = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
-    delays = [policy.delay(attempt, None, rng) for _ in range(300)]
-    assert all(0 <= d <= cap for d in delays)
-    assert max(delays) > cap / 2  # jitter uses the range, not one corner of it
-
-
-def test_delay_is_reproducible_with_a_seeded_random():
-    policy = RetryPolicy()
-    first = [policy.delay(a, None, random.Random(7)) for a in range(1, 6)]
-    again = [policy.delay(a, None, random.Random(7)) for a in range(1, 6)]
-    assert first == again
-
-
-def test_delay_grows_with_the_attempt_until_the_cap():
-    policy = RetryPolicy()
-    upper = [policy.delay(a, None, _TopOfRange()) for a in range(1, 9)]
-    assert upper == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
-
-
-def test_average_delay_grows_with_the_attempt():
-    policy = RetryPolicy()
-    rng = random.Random(42)
-    means = [sum(policy.delay(a, None, rng) for _ in range(500)) / 500 for a in (1, 3, 5)]
-    assert means[0] < means[1] < means[2]
-
-
-def test_retry_after_wins_when_it_asks_for_longer():
-    assert RetryPolicy().delay(1, 7.0, random.Random(0)) == 7.0
-
-
-def test_retry_after_is_bounded():
-    assert RetryPolicy().delay(1, 86_400.0, random.Random(0)) == 300.0
-    assert RetryPolicy(max_retry_after_s=10.0).delay(1, 60.0, random.Random(0)) == 10.0
-
-
-def test_backoff_wins_when_retry_after_is_shorter():
-    policy = RetryPolicy()
-    assert policy.delay(6, 1.0, _TopOfRange()) == 16.0
-    assert policy.delay(3, 0.0, _TopOfRange()) == 2.0
 
 
 # --- Retry-After parsing ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""HTTP deliveries in tasks of their own: per-endpoint slots and backlog, an in-flight bound, in-order acks."""
+"""HTTP deliveries in tasks of their own, from the deliveries table: per-endpoint slots, an
+in-flight bound, per-origin rate shares; a delivery that cannot start at once waits in the table."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
-from faust.types import EventT, Message
+from faust.types import TP
 
 from app.actions.delivery.acks import InOrderAcks
-from app.actions.delivery.http import DeliveryResult
-from app.domain.models import ActionCommand
-from app.errors import ActionFailed
+from app.actions.delivery.http import Attempt, AttemptResult
+from app.actions.delivery.store import DeliveryStore, Lane, lane
+from app.domain.delivery import TokenBucket, WaitingDelivery, origin, worker_share
+from app.kafka.consumer import table_partition
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -30,91 +32,182 @@ class HttpRequest:
     body: bytes
     secret: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    max_per_second: int | None = None
 
 
 class Delivery(Protocol):
     """HttpDelivery (app/actions/delivery/http.py), or a fake in tests."""
 
-    async def deliver(self, url: str, body: bytes, firing_id: str, secret: str | None,
-                      headers: dict[str, str]) -> DeliveryResult: ...
+    async def attempt(self, url: str, body: bytes, firing_id: str, secret: str | None,
+                      headers: dict[str, str], number: int) -> AttemptResult: ...
 
 
-# Called when a delivery has ended, however it ended: remembers the firing or dead-letters it.
-Settle = Callable[[Message, ActionCommand, DeliveryResult], Awaitable[None]]
+class Settler(Protocol):
+    """The Sink of an action type: rebuilds a waiting delivery's request (the secret and
+    headers from the definition as it is now) and settles each attempt's result."""
+
+    def request_for(self, waiting: WaitingDelivery) -> HttpRequest: ...
+
+    async def settle(self, partition: int, waiting: WaitingDelivery, result: AttemptResult) -> None: ...
+
+    async def unbuildable(self, waiting: WaitingDelivery, exc: Exception) -> None: ...
 
 
-class EndpointBacklogFull(ActionFailed):
-    """The endpoint already holds its backlog of deliveries; the reason names it."""
+@dataclass(frozen=True)
+class Limits:
+    max_in_flight: int
+    per_endpoint: int  # at most half of max_in_flight: one endpoint never takes every slot
+
+
+def slot_limits(max_in_flight: int, per_endpoint_concurrency: int) -> Limits:
+    return Limits(max_in_flight, max(1, min(per_endpoint_concurrency, max_in_flight // 2)))
 
 
 class Dispatcher:
-    """A slow endpoint must hold only its own slots, so each delivery runs in a task of its
-    own; the agent waits only when the worker's in-flight bound is reached (bounded memory).
-    An event is acknowledged (its offset may commit) when its delivery and every earlier one
-    in its partition have ended (see InOrderAcks)."""
+    """A slow endpoint must hold only its own slots: each attempt runs in a task of its own,
+    and a delivery that finds its endpoint's slots, the worker's in-flight bound or its
+    origin's rate used up waits in the deliveries table (parked), its command acknowledged;
+    the clock's pass (`pump_all`) and every finished attempt start what is due. Memory stays
+    bounded whatever waits: the table is on disk, the index holds (due ms, key)."""
 
-    def __init__(self, http: Delivery, metrics: Metrics, max_in_flight: int, per_endpoint_concurrency: int,
-                 per_endpoint_backlog: int) -> None:
+    def __init__(self, http: Delivery, store: DeliveryStore, metrics: Metrics, limits: Limits,
+                 origin_limit: Callable[[str], int | None], partitions_share: Callable[[], tuple[int, int]],
+                 topic_of: Callable[[str], str], clock_ms: Callable[[], int], counters: Counter[str]) -> None:
         self.http = http
+        self.store = store
         self.metrics = metrics
-        self.max_in_flight = max_in_flight
-        self.per_endpoint_concurrency = per_endpoint_concurrency
-        self.per_endpoint_backlog = per_endpoint_backlog
+        self.limits = limits
+        self.origin_limit = origin_limit
+        self.partitions_share = partitions_share  # (assigned, total) partitions of the actions topics
+        self.topic_of = topic_of
+        self.clock_ms = clock_ms
         self.acks = InOrderAcks()
-        self._pending_per_endpoint: Counter[str] = Counter()
-        # Per endpoint (scheme, host, port, path): one slow endpoint holds only its own slots.
-        self._endpoint_slots: dict[str, asyncio.Semaphore] = {}
-        self._in_flight_ids: set[str] = set()
+        self.counters = counters
+        self._settlers: dict[str, Settler] = {}
+        self._busy: Counter[str] = Counter()  # attempts running per endpoint
+        self._running: set[str] = set()  # keys of deliveries with an attempt running
+        self._buckets: dict[str, TokenBucket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight: asyncio.Semaphore | None = None  # made in the running loop
+
+    def register(self, action_type: str, settler: Settler) -> None:
+        self._settlers[action_type] = settler
 
     def backlog(self) -> dict[str, int]:
-        """What deliveries hold in memory right now (for /health)."""
-        return {"inFlight": sum(self._pending_per_endpoint.values()),
-                "endpoints": sum(1 for n in self._pending_per_endpoint.values() if n),
-                "unacknowledged": self.acks.waiting()}
+        """For /health: attempts running, and deliveries waiting in the table (`parked`: due,
+        waiting for a slot or a rate token; `waiting`: every indexed one, retries included)."""
+        return {"inFlight": len(self._running),
+                "endpoints": sum(1 for n in self._busy.values() if n),
+                "unacknowledged": self.acks.waiting(),
+                "waiting": self.store.pending,
+                "parked": self.store.due_count(self.clock_ms())}
 
-    def in_flight(self, firing_id: str) -> bool:
-        """A firing whose delivery is running: a replay of its command must not start another."""
-        return firing_id in self._in_flight_ids
+    def running(self, key: str) -> bool:
+        return key in self._running
 
-    async def dispatch(self, action_type: str, event: EventT[Any], command: ActionCommand,
-                       request: HttpRequest, settle: Settle) -> None:
-        """Start the delivery; `settle` and the event's acknowledgement follow when it ends.
-        Raises EndpointBacklogFull, having started nothing."""
-        endpoint_ = endpoint(request.url)
-        if self._pending_per_endpoint[endpoint_] >= self.per_endpoint_backlog:
-            raise EndpointBacklogFull(f"backlog for {endpoint_} is full ({self.per_endpoint_backlog})")
-        if self._in_flight is None:
-            self._in_flight = asyncio.Semaphore(self.max_in_flight)
-        await self._in_flight.acquire()  # bounded memory: the consumer waits here when full
-        self._pending_per_endpoint[endpoint_] += 1
-        self._in_flight_ids.add(command.firing_id)
-        # Created while this event is the stream's current event, so the task's table writes
-        # land in this event's partition.
-        task = asyncio.ensure_future(self._deliver(action_type, event, command, endpoint_, request, settle))
+    def submit(self, partition: int, waiting: WaitingDelivery, request: HttpRequest) -> None:
+        """A new delivery: stored first (the command is acknowledged once this returns, so a
+        crash from here on finds it in the table), then started, or left parked."""
+        self.store.write(waiting)
+        lane_ = lane(partition, waiting.endpoint)
+        next_due = self.store.next_due(lane_)
+        queued = next_due is not None and next_due <= waiting.due_ms  # earlier ones go first
+        if not queued and self._take_capacity(waiting, waiting.due_ms):
+            self._start(partition, waiting, request)
+            return
+        self.counters[f"{waiting.action_type}.deferred"] += 1
+        self.store.index(partition, waiting)
+
+    def pump_all(self) -> None:
+        """The clock's pass: start every due delivery that may start now."""
+        now_ms = self.clock_ms()
+        for lane_ in list(self.store.heaps):
+            self.pump(lane_, now_ms)
+
+    def pump(self, lane_: Lane, now_ms: int) -> None:
+        partition, _ = lane_
+        while True:
+            key = self.store.pop_one(lane_, now_ms)
+            if key is None:
+                return
+            if key in self._running:
+                continue  # indexed again by a rebuild while its attempt runs: it indexes itself after
+            with table_partition(TP(self.topic_of("webhook"), partition)):
+                waiting = self.store.get(key)
+            if waiting is None or waiting.due_ms > now_ms:
+                continue  # delivered, dead-lettered, or due later (a newer entry says when)
+            if not self._take_capacity(waiting, now_ms):
+                self.store.push(lane_, waiting.due_ms, key)  # first in line still
+                return
+            settler = self._settlers[waiting.action_type]
+            try:
+                request = settler.request_for(waiting)
+            except Exception as exc:  # noqa: BLE001 - the definition changed: the settler dead-letters
+                self._release(waiting)
+                self._spawn(partition, waiting, settler.unbuildable(waiting, exc))
+                continue
+            self._start(partition, waiting, request)
+
+    def _take_capacity(self, waiting: WaitingDelivery, now_ms: int) -> bool:
+        """Reserve a slot (and a rate token); False, reserving nothing, when there is none."""
+        if len(self._running) >= self.limits.max_in_flight:
+            return False
+        if self._busy[waiting.endpoint] >= self.limits.per_endpoint:
+            return False
+        bucket = self._bucket(waiting)
+        if bucket is not None and not bucket.take(now_ms):
+            return False
+        self._busy[waiting.endpoint] += 1
+        self._running.add(waiting.key)
+        return True
+
+    def _bucket(self, waiting: WaitingDelivery) -> TokenBucket | None:
+        origin_ = origin(waiting.endpoint)
+        limit = self.origin_limit(origin_) or waiting.max_per_second
+        if limit is None:
+            return None
+        assigned, total = self.partitions_share()
+        share = worker_share(limit, assigned, total)
+        bucket = self._buckets.get(origin_)
+        if bucket is None:
+            bucket = self._buckets[origin_] = TokenBucket(share)
+        elif bucket.rate != share:
+            bucket.set_rate(share)  # rebalanced, or the definition changed
+        return bucket
+
+    def _release(self, waiting: WaitingDelivery) -> None:
+        self._busy[waiting.endpoint] -= 1
+        if not self._busy[waiting.endpoint]:
+            del self._busy[waiting.endpoint]
+        self._running.discard(waiting.key)
+
+    def _start(self, partition: int, waiting: WaitingDelivery, request: HttpRequest) -> None:
+        self._spawn(partition, waiting, self._attempt(partition, waiting, request))
+
+    def _spawn(self, partition: int, waiting: WaitingDelivery, work: Awaitable[None]) -> None:
+        # Created inside the partition's table context, so the task's table writes (the
+        # deliveries table, the performed log) land in its partition.
+        with table_partition(TP(self.topic_of(waiting.action_type), partition)):
+            task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, action_type: str, event: EventT[Any], command: ActionCommand, endpoint_: str,
-                       request: HttpRequest, settle: Settle) -> None:
+    async def _attempt(self, partition: int, waiting: WaitingDelivery, request: HttpRequest) -> None:
+        number = waiting.attempts_made + 1
         try:
-            slots = self._endpoint_slots.setdefault(endpoint_, asyncio.Semaphore(self.per_endpoint_concurrency))
-            async with slots:
-                started = time.perf_counter()
-                result = await self.http.deliver(request.url, request.body, command.firing_id, request.secret,
-                                                 request.headers)
-                self.metrics.delivery_seconds.labels(action_type).observe(time.perf_counter() - started)
-            await settle(event.message, command, result)
-        except Exception as exc:  # noqa: BLE001 - a delivery bug must not lose the command silently
-            log.exception("delivery crashed", extra={"firingId": command.firing_id})
-            await settle(event.message, command, DeliveryResult(delivered=False, reason=f"{type(exc).__name__}: {exc}"))
+            started = time.perf_counter()
+            try:
+                result = await self.http.attempt(request.url, request.body, waiting.firing_id, request.secret,
+                                                 request.headers, number)
+            except Exception as exc:  # noqa: BLE001 - a client bug counts as a failed attempt, retried
+                log.exception("delivery attempt crashed", extra={"firingId": waiting.firing_id})
+                result = AttemptResult(Attempt(number, None, f"{type(exc).__name__}: {exc}", 0.0))
+            self.metrics.delivery_seconds.labels(waiting.action_type).observe(time.perf_counter() - started)
+            await self._settlers[waiting.action_type].settle(partition, waiting, result)
+        except Exception:  # noqa: BLE001 - it stays in the table and is tried again after a restart
+            log.exception("settling a delivery failed", extra={"firingId": waiting.firing_id})
         finally:
-            self._pending_per_endpoint[endpoint_] -= 1
-            self._in_flight_ids.discard(command.firing_id)
-            assert self._in_flight is not None
-            self._in_flight.release()
-            self.acks.finish(event)
+            self._release(waiting)
+            self.pump(lane(partition, waiting.endpoint), self.clock_ms())
 
 
 def endpoint(url: str) -> str:
@@ -122,3 +215,7 @@ def endpoint(url: str) -> str:
     credential) and no query (its values may be too)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,22 +1,21 @@
-"""Outbound HTTP for webhooks and recommendation delivery: address checks, retries, signing."""
+"""Outbound HTTP for webhooks and recommendation delivery: one attempt, address checks, signing."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
-import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from app.domain.webhooks import RetryPolicy, delivery_headers, parse_retry_after, refused_address_reason
+from app.domain.webhooks import delivery_headers, parse_retry_after, refused_address_reason
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +32,23 @@ class Attempt:
                 "durationMs": round(self.duration_ms, 1)}
 
 
-@dataclass
-class DeliveryResult:
-    delivered: bool
-    reason: str | None = None
-    attempts: list[Attempt] = field(default_factory=list)
+@dataclass(frozen=True)
+class AttemptResult:
+    """One attempt's answer; app/domain/delivery.py says what it means for the schedule."""
+
+    attempt: Attempt
+    retry_after_s: float | None = None
+    refused: bool = False  # the address may not be reached: no later attempt would be different
+
+    @property
+    def delivered(self) -> bool:
+        return self.attempt.status is not None and 200 <= self.attempt.status < 300
+
+    @property
+    def reason(self) -> str:
+        if self.attempt.status is not None:
+            return f"HTTP {self.attempt.status}"
+        return str(self.attempt.error)
 
 
 class RefusedAddress(Exception):
@@ -45,22 +56,18 @@ class RefusedAddress(Exception):
 
 
 class HttpDelivery:
-    """POSTs one body to one URL until it is accepted, fails for good, or runs out of attempts.
+    """POSTs one body to one URL, once per call: the retry schedule is kept durably by the
+    caller (app/actions/delivery/dispatch.py), not in this process's memory.
 
     The host is resolved once per attempt and every address checked; the request then goes to
     the checked address (Host header and TLS server name kept), so a DNS answer that changes
     between check and connect cannot redirect it. Redirects are never followed.
     """
 
-    def __init__(self, policy: RetryPolicy, timeout_s: float, allow_private: bool,
-                 rng: random.Random | None = None,
-                 sleep: Callable[[float], Any] = asyncio.sleep,
+    def __init__(self, timeout_s: float, allow_private: bool,
                  resolve: Callable[[str, int], Awaitable[list[str]]] | None = None) -> None:
-        self.policy = policy
         self.resolve = resolve or system_resolve
         self.allow_private = allow_private
-        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self.sleep = sleep
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
             follow_redirects=False,
@@ -70,35 +77,19 @@ class HttpDelivery:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def deliver(self, url: str, body: bytes, firing_id: str, secret: str | None,
-                      headers: dict[str, str]) -> DeliveryResult:
-        result = DeliveryResult(delivered=False)
-        for number in range(1, self.policy.max_attempts + 1):
-            started = time.monotonic()
-            status, error, retry_after = None, None, None
-            try:
-                response = await self._post_once(url, body, firing_id, secret, headers)
-                status = response.status_code
-                retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
-            except RefusedAddress as exc:
-                result.attempts.append(Attempt(number, None, str(exc), _ms(started)))
-                result.reason = f"refused: {exc}"
-                return result
-            except (httpx.HTTPError, OSError) as exc:  # OSError: the name did not resolve
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            result.attempts.append(Attempt(number, status, error, _ms(started)))
-            if status is not None and 200 <= status < 300:
-                result.delivered = True
-                return result
-            if not self.policy.retryable(status):
-                result.reason = f"HTTP {status}: not retryable"
-                return result
-            if number < self.policy.max_attempts:
-                await self.sleep(self.policy.delay(number, retry_after, self.rng))
-        last = result.attempts[-1]
-        result.reason = f"gave up after {len(result.attempts)} attempts: " + (
-            f"HTTP {last.status}" if last.status is not None else str(last.error))
-        return result
+    async def attempt(self, url: str, body: bytes, firing_id: str, secret: str | None,
+                      headers: dict[str, str], number: int) -> AttemptResult:
+        started = time.monotonic()
+        status, error, retry_after = None, None, None
+        try:
+            response = await self._post_once(url, body, firing_id, secret, headers)
+            status = response.status_code
+            retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+        except RefusedAddress as exc:
+            return AttemptResult(Attempt(number, None, f"refused: {exc}", _ms(started)), refused=True)
+        except (httpx.HTTPError, OSError) as exc:  # OSError: the name did not resolve
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return AttemptResult(Attempt(number, status, error, _ms(started)), retry_after)
 
     async def _post_once(self, url: str, body: bytes, firing_id: str, secret: str | None,
                          headers: dict[str, str]) -> httpx.Response:
