@@ -19,8 +19,8 @@ from tests.support.receiver import Receiver
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 EVENTS, CUSTOMERS, RATE = 3000, 100, 250  # events/s: the stream lasts about 12 s
-ENV = {"TRIGGERS_ALLOW_PRIVATE_URLS": "1", "TRIGGERS_WEBHOOK_BASE_DELAY_S": "0.05",
-       "TRIGGERS_WEBHOOK_MAX_DELAY_S": "0.5", "TRIGGERS_WEBHOOK_TIMEOUT_S": "2"}
+ENV = {"TRIGGERS_ALLOW_PRIVATE_URLS": "1", "TRIGGERS_WEBHOOK_RETRY_SCHEDULE": "0,0.05s,0.2s,0.5s,0.5s",
+       "TRIGGERS_WEBHOOK_TIMEOUT_S": "2"}
 
 
 async def test_kill_9_mid_stream_loses_nothing_and_repeats_little(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from tests.support.worker import WorkerProcess
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-ENV = {"TRIGGERS_ALLOW_PRIVATE_URLS": "1", "TRIGGERS_WEBHOOK_MAX_ATTEMPTS": "1"}
+ENV = {"TRIGGERS_ALLOW_PRIVATE_URLS": "1", "TRIGGERS_WEBHOOK_RETRY_SCHEDULE": "0"}
 HUGE = 900_000
 BIG_INT = 18446744073709551616  # 2**64: valid JSON, beyond every 64-bit codec
 

@@ -19,9 +19,7 @@ pytestmark = pytest.mark.integration
 
 FAST_RETRIES = {
     "TRIGGERS_ALLOW_PRIVATE_URLS": "1",  # the receiver listens on 127.0.0.1
-    "TRIGGERS_WEBHOOK_BASE_DELAY_S": "0.05",
-    "TRIGGERS_WEBHOOK_MAX_DELAY_S": "0.2",
-    "TRIGGERS_WEBHOOK_MAX_ATTEMPTS": "4",
+    "TRIGGERS_WEBHOOK_RETRY_SCHEDULE": "0,0.05s,0.2s,0.2s",  # four attempts
     "TRIGGERS_WEBHOOK_TIMEOUT_S": "1",
 }
 

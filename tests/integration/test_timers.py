@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 WEBHOOKS = {"TRIGGERS_ALLOW_PRIVATE_URLS": "1",  # the receiver listens on 127.0.0.1
-            "TRIGGERS_WEBHOOK_BASE_DELAY_S": "0.05", "TRIGGERS_WEBHOOK_MAX_DELAY_S": "0.5",
+            "TRIGGERS_WEBHOOK_RETRY_SCHEDULE": "0,0.05s,0.2s,0.5s,0.5s",
             "TRIGGERS_WEBHOOK_TIMEOUT_S": "2"}
 TERMINAL = ("fired", "cancelled", "dropped")
 

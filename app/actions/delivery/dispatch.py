@@ -184,10 +184,7 @@ class Dispatcher:
         self._spawn(partition, waiting, self._attempt(partition, waiting, request))
 
     def _spawn(self, partition: int, waiting: WaitingDelivery, work: Awaitable[None]) -> None:
-        # Created inside the partition's table context, so the task's table writes (the
-        # deliveries table, the performed log) land in its partition.
-        with table_partition(TP(self.topic_of(waiting.action_type), partition)):
-            task = asyncio.ensure_future(work)
+        task = asyncio.ensure_future(_in_partition(TP(self.topic_of(waiting.action_type), partition), work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -208,6 +205,14 @@ class Dispatcher:
         finally:
             self._release(waiting)
             self.pump(lane(partition, waiting.endpoint), self.clock_ms())
+
+
+async def _in_partition(tp: TP, work: Awaitable[None]) -> None:
+    """The task's table writes (the deliveries table, the performed log) land in its partition.
+    Entered inside the task: the context holds its stand-in event only weakly, so it must live
+    as long as the work does."""
+    with table_partition(tp):
+        await work
 
 
 def endpoint(url: str) -> str:
