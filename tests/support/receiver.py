@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     answered: int
+    arrived: float = 0.0  # time.monotonic() when the request came in (before any scripted delay)
 
 
 @dataclass
@@ -54,13 +56,14 @@ class Receiver:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()
         path = request.match_info["path"]
         body = await request.read()
         script = self.scripts[path]
         status = script.pop(0) if script else 200
         if path in self.delays:
             await asyncio.sleep(self.delays[path])
-        self.requests.append(Received(path, dict(request.headers), body, status))
+        self.requests.append(Received(path, dict(request.headers), body, status, arrived))
         return web.Response(status=status, text="ok")
 
     def delivered(self, path: str) -> set[str]:
