@@ -105,7 +105,7 @@ async def test_410_gone_ends_the_schedule_after_one_request(kafka_bootstrap: str
 async def test_a_hung_endpoint_does_not_delay_a_healthy_one_on_the_same_partition(
         kafka_bootstrap: str, tmp_path: Path) -> None:
     receiver = await Receiver().start()
-    receiver.script("hung", delay=60)
+    receiver.script("hung", delay=20)  # longer than the 5 s timeout
     env = {**BASE_ENV, "TRIGGERS_WEBHOOK_TIMEOUT_S": "5", "TRIGGERS_WEBHOOK_RETRY_SCHEDULE": "0,0.5s,1s,1s"}
     deployment = await start_deployment(kafka_bootstrap, tmp_path, workers=1, partitions=PARTITIONS, env=env)
     worker = deployment.workers[0]
@@ -134,7 +134,8 @@ async def test_a_hung_endpoint_does_not_delay_a_healthy_one_on_the_same_partitio
         baseline = await latencies("before")
         for n in range(40):  # more than the hung endpoint's slots: the rest are parked
             await deployment.send_event({"type": "burst", "customerId": customers[n % 4], "id": f"b-{n}"})
-        await receiver.wait_for("hung", 8, timeout=30)  # it holds its slots now
+        await worker.wait_for(lambda r: r["deliveries"]["inFlight"] >= 8 and r["deliveries"]["parked"] > 0,
+                              timeout=30, what="holding the hung endpoint's slots")
         during = await latencies("during")
         report = await worker.health()
         assert report is not None
