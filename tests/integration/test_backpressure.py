@@ -55,7 +55,7 @@ async def test_a_burst_to_a_hanging_endpoint_waits_in_the_table_and_is_never_dea
         letters = await deployment.kafka.read(deployment.topics.actions_deadletter, timeout=1.0)
         rss_after = rss_mb(worker.process.pid)
         print(f"\nbackpressure: burst {BURST}, running at most {max(running + [report['deliveries']['inFlight']])} "
-              f"(4 partitions x {SLOTS} slots), waiting {report['deliveries']['waiting']}, "
+              f"({SLOTS} slots), waiting {report['deliveries']['waiting']}, "
               f"dead letters {len(letters)}, RSS {rss_before:.0f} -> {rss_after:.0f} MB")
         # The endpoint takes at most its slots, however many deliveries wait for it.
         assert max(running + [report["deliveries"]["inFlight"]]) <= SLOTS
