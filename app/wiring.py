@@ -129,7 +129,8 @@ def build(settings: Settings) -> TriggerApp:
         slot_limits(settings.webhook_max_in_flight, settings.webhook_per_endpoint_concurrency),
         OriginLimits(app.catalogs.triggers).limit,
         lambda: (sum(1 for tp in app.consumer.assignment() if tp.topic == webhook_topic), settings.partitions),
-        topics.action, now_ms, action_counters)
+        topics.action, now_ms, action_counters,
+        lambda: app.settled() and delivery_store.generation == app.consumer_generation_id)
     enrollments = EnrollmentStore(tables["enrollments"], tables["journey_history"])
     services = ActionServices(settings, app.topic_names, app.catalogs, publisher, row_store, enrollments, clock)
     performed = PerformedLog(tables["performed"], timedelta(days=settings.dedup_retention_days),

@@ -19,7 +19,8 @@ BROKER_STALE_S = 10.0
 
 def register_health(app: TriggerApp, counters: Callable[[], Counter[str]],
                     deliveries: Callable[[], dict[str, int]]) -> None:
-    """`counters`: every component's counters, added; `deliveries`: HTTP work held in memory."""
+    """`counters`: every component's counters, added; `deliveries`: HTTP work running, and waiting
+    in the deliveries table (`waiting`, `parked`)."""
     @app.page("/health")
     async def health(view: View, request: Request) -> Response:
         return view.json(health_report(app, counters(), deliveries()))

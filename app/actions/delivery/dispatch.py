@@ -72,7 +72,8 @@ class Dispatcher:
 
     def __init__(self, http: Delivery, store: DeliveryStore, metrics: Metrics, limits: Limits,
                  origin_limit: Callable[[str], int | None], partitions_share: Callable[[], tuple[int, int]],
-                 topic_of: Callable[[str], str], clock_ms: Callable[[], int], counters: Counter[str]) -> None:
+                 topic_of: Callable[[str], str], clock_ms: Callable[[], int], counters: Counter[str],
+                 index_ready: Callable[[], bool] = lambda: True) -> None:
         self.http = http
         self.store = store
         self.metrics = metrics
@@ -81,6 +82,9 @@ class Dispatcher:
         self.partitions_share = partitions_share  # (assigned, total) partitions of the actions topics
         self.topic_of = topic_of
         self.clock_ms = clock_ms
+        # False while a rebalance is under way or the index is not yet rebuilt for it: a finished
+        # attempt then starts nothing (the partition may be gone); the clock's pass catches up.
+        self.index_ready = index_ready
         self.acks = InOrderAcks()
         self.counters = counters
         self._settlers: dict[str, Settler] = {}
@@ -204,7 +208,11 @@ class Dispatcher:
             log.exception("settling a delivery failed", extra={"firingId": waiting.firing_id})
         finally:
             self._release(waiting)
-            self.pump(lane(partition, waiting.endpoint), self.clock_ms())
+            if self.index_ready():
+                try:
+                    self.pump(lane(partition, waiting.endpoint), self.clock_ms())
+                except Exception:  # noqa: BLE001 - the clock's pass tries again
+                    log.exception("starting the next parked delivery failed")
 
 
 async def _in_partition(tp: TP, work: Awaitable[None]) -> None:
