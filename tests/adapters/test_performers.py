@@ -100,7 +100,7 @@ SCHEDULE = (0.0, 5.0, 60.0)
 class Actions:
     """The actions section of app/wiring.py, over fakes."""
 
-    def __init__(self, per_endpoint: int = 2) -> None:
+    def __init__(self, per_endpoint: int = 2, per_second: int | None = None) -> None:
         self.clock = FakeClock()
         self.producer = RecordingProducer()
         self.metrics = Metrics()
@@ -114,7 +114,7 @@ class Actions:
         self.counters: Counter[str] = Counter()
         self.http = FakeHttp()
         self.dispatcher = Dispatcher(self.http, DeliveryStore(self.deliveries_table), self.metrics,
-                                     slot_limits(100, per_endpoint), lambda origin: None, lambda: (8, 8),
+                                     slot_limits(100, per_endpoint), lambda origin: per_second, lambda: (4, 8),
                                      TOPICS.action, lambda: int(self.clock().timestamp() * 1000), self.counters)
         self.services = ActionServices(Settings(), TOPICS, self.catalogs, self.publisher,
                                        RowStore(self.rows, self.publisher), self.enrollments, self.clock)
@@ -405,6 +405,30 @@ async def test_a_busy_endpoint_parks_deliveries_in_the_table_and_never_dead_lett
     await actions.settled()
     assert sorted(c.firing_id for c in actions.http.calls) == [f"f-{n}" for n in range(5)]
     assert actions.deliveries_table == {} and actions.counters["webhook.performed"] == 5
+
+
+async def test_an_origins_rate_share_spaces_its_requests_and_the_rest_wait() -> None:
+    actions = Actions(per_endpoint=8, per_second=4)  # this worker holds 4 of 8 partitions: 2/s
+    sink = actions.sink(Webhook)
+    trigger = webhook_trigger()
+    for n in range(5):
+        await sink.on_event(event(webhook_command(actions, trigger, f"f-{n}"), n))
+    await actions.settled()
+    assert len(actions.http.calls) == 1 and actions.counters["webhook.deferred"] == 4
+
+    actions.clock.advance(timedelta(milliseconds=400))
+    actions.dispatcher.pump_all()
+    await actions.settled()
+    assert len(actions.http.calls) == 1  # the next token is due 500 ms after the first
+    actions.clock.advance(timedelta(milliseconds=100))
+    actions.dispatcher.pump_all()
+    await actions.settled()
+    assert len(actions.http.calls) == 2
+    for _ in range(3):
+        actions.clock.advance(timedelta(milliseconds=500))
+        actions.dispatcher.pump_all()
+        await actions.settled()
+    assert len(actions.http.calls) == 5 and actions.dead_letters_sent() == []
 
 
 async def test_a_waiting_delivery_whose_header_is_gone_is_dead_lettered_at_its_next_attempt() -> None:

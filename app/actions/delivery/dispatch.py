@@ -23,6 +23,9 @@ from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# Longer waits for a rate token are left to the clock's pass.
+WAKE_WITHIN_MS = 5_000
+
 
 @dataclass(frozen=True)
 class HttpRequest:
@@ -92,6 +95,7 @@ class Dispatcher:
         self._running: set[str] = set()  # keys of deliveries with an attempt running
         self._buckets: dict[str, TokenBucket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._wakes: set[Lane] = set()  # lanes with a wake-up pending
 
     def register(self, action_type: str, settler: Settler) -> None:
         self._settlers[action_type] = settler
@@ -115,7 +119,7 @@ class Dispatcher:
         lane_ = lane(partition, waiting.endpoint)
         next_due = self.store.next_due(lane_)
         queued = next_due is not None and next_due <= waiting.due_ms  # earlier ones go first
-        if not queued and self._take_capacity(waiting, waiting.due_ms):
+        if not queued and self._take_capacity(waiting, waiting.due_ms) is None:
             self._start(partition, waiting, request)
             return
         self.counters[f"{waiting.action_type}.deferred"] += 1
@@ -124,7 +128,8 @@ class Dispatcher:
     def pump_all(self) -> None:
         """The clock's pass: start every due delivery that may start now."""
         now_ms = self.clock_ms()
-        for lane_ in list(self.store.heaps):
+        # The longest-waiting lane first: lanes sharing an origin's rate take turns.
+        for lane_ in sorted(self.store.heaps, key=lambda lane_: self.store.next_due(lane_) or 0):
             self.pump(lane_, now_ms)
 
     def pump(self, lane_: Lane, now_ms: int) -> None:
@@ -139,8 +144,11 @@ class Dispatcher:
                 waiting = self.store.get(key)
             if waiting is None or waiting.due_ms > now_ms:
                 continue  # delivered, dead-lettered, or due later (a newer entry says when)
-            if not self._take_capacity(waiting, now_ms):
+            wait_ms = self._take_capacity(waiting, now_ms)
+            if wait_ms is not None:
                 self.store.push(lane_, waiting.due_ms, key)  # first in line still
+                if wait_ms:
+                    self._wake_later(lane_, wait_ms)
                 return
             settler = self._settlers[waiting.action_type]
             try:
@@ -151,18 +159,33 @@ class Dispatcher:
                 continue
             self._start(partition, waiting, request)
 
-    def _take_capacity(self, waiting: WaitingDelivery, now_ms: int) -> bool:
-        """Reserve a slot (and a rate token); False, reserving nothing, when there is none."""
+    def _take_capacity(self, waiting: WaitingDelivery, now_ms: int) -> int | None:
+        """Reserve a slot (and a rate token): None when reserved; else, reserving nothing, how
+        long until the rate allows one (0: waiting for a slot, which a finished attempt frees)."""
         if len(self._running) >= self.limits.max_in_flight:
-            return False
+            return 0
         if self._busy[waiting.endpoint] >= self.limits.per_endpoint:
-            return False
+            return 0
         bucket = self._bucket(waiting)
         if bucket is not None and not bucket.take(now_ms):
-            return False
+            return max(1, bucket.wait_ms(now_ms))
         self._busy[waiting.endpoint] += 1
         self._running.add(waiting.key)
-        return True
+        return None
+
+    def _wake_later(self, lane_: Lane, wait_ms: int) -> None:
+        """A lane held back by its origin's rate is looked at again when the next token is due,
+        not only at the clock's next pass: the rate is then used in full."""
+        if lane_ in self._wakes or wait_ms > WAKE_WITHIN_MS:
+            return
+        self._wakes.add(lane_)
+
+        def wake() -> None:
+            self._wakes.discard(lane_)
+            if self.index_ready():
+                self.pump(lane_, self.clock_ms())
+
+        asyncio.get_running_loop().call_later(wait_ms / 1000, wake)
 
     def _bucket(self, waiting: WaitingDelivery) -> TokenBucket | None:
         origin_ = origin(waiting.endpoint)
