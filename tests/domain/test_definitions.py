@@ -290,3 +290,28 @@ def test_public_dict_masks_the_webhook_secret():
     public = compile_definition(definition(action=action)).definition.public_dict()
     assert "s3cret" not in json.dumps(public)
     assert public["eventType"] == "transaction"
+
+
+# -- maxPerSecond ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", [
+    {"type": "webhook", "url": "https://hooks.example/in", "maxPerSecond": 20},
+    {"type": "fire_recommend", "decisionFlowId": "nbo", "deliveryUrl": "https://r.example/", "maxPerSecond": 1},
+    {"type": "webhook", "url": "https://hooks.example/in", "maxPerSecond": 100_000},
+])
+def test_max_per_second_is_carried_on_the_command(action):
+    assert compile_definition(definition(action=action)).command_action["maxPerSecond"] == action["maxPerSecond"]
+
+
+@pytest.mark.parametrize(("action", "error"), [
+    ({"type": "webhook", "url": "https://h.example/", "maxPerSecond": 0}, "action.maxPerSecond"),
+    ({"type": "webhook", "url": "https://h.example/", "maxPerSecond": 100_001}, "action.maxPerSecond"),
+    ({"type": "webhook", "url": "https://h.example/", "maxPerSecond": 2.5}, "action.maxPerSecond"),
+    ({"type": "webhook", "url": "https://h.example/", "maxPerSecond": "20"}, "action.maxPerSecond"),
+    ({"type": "fire_recommend", "decisionFlowId": "nbo", "maxPerSecond": 5},
+     "maxPerSecond: only allowed together with deliveryUrl"),
+    ({"type": "enroll_journey", "journeyId": "j", "maxPerSecond": 5}, "maxPerSecond"),
+])
+def test_a_bad_max_per_second_names_the_field(action, error):
+    assert any(error in e for e in errors_of(definition(action=action)))
