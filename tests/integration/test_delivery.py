@@ -6,6 +6,7 @@ deliveries cost no memory, and maxPerSecond holds across two workers."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -181,6 +182,39 @@ async def test_max_per_second_holds_across_two_workers(kafka_bootstrap: str, tmp
 
 
 # -- reliability: `make reliability` -------------------------------------------------------------
+
+
+@pytest.mark.reliability
+async def test_waiting_deliveries_survive_a_restart_on_an_empty_data_directory(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    receiver = await Receiver().start()
+    receiver.script("later", *[503] * 50)  # every first attempt fails; the retries, 8 s later, succeed
+    firings = 50
+    deployment = await start_deployment(kafka_bootstrap, tmp_path, workers=1, partitions=PARTITIONS,
+                                        env={**BASE_ENV, "TRIGGERS_WEBHOOK_RETRY_SCHEDULE": "0,8s"})
+    worker = deployment.workers[0]
+    try:
+        await deployment.put_definition(webhook("later", "order", receiver.url("later")))
+        await send_many(deployment, [{"type": "order", "customerId": f"c-{n}", "id": f"o-{n}"}
+                                     for n in range(firings)])
+        await worker.wait_for(lambda r: r["counters"].get("webhook.retries_scheduled", 0) >= firings,
+                              timeout=60, what="holding every retry")
+        worker.stop()
+        assert receiver.to("later", 200) == []  # all of them still waiting
+        shutil.rmtree(worker.data_dir)  # only the changelog still knows them
+        worker.start()
+
+        await receiver.wait_for_deliveries("later", firings, timeout=120)
+        await asyncio.sleep(2.0)
+        per_firing = Counter(r.headers["Idempotency-Key"] for r in receiver.to("later", 200))
+        print(f"\nempty data directory: {firings} waiting deliveries restored and delivered, "
+              f"repeated {sum(per_firing.values()) - len(per_firing)}")
+        assert len(per_firing) == firings and max(per_firing.values()) == 1
+    finally:
+        deployment.stop()
+        await deployment.kafka.stop()
+        await receiver.stop()
+
 
 
 @pytest.mark.reliability
