@@ -121,7 +121,7 @@ class Sink:
 
     async def _dead_letter(self, waiting: WaitingDelivery, command: ActionCommand, reason: str,
                            attempt: Attempt | None) -> None:
-        attempts = [*waiting.attempts, attempt.to_json()] if attempt is not None else list(waiting.attempts)
+        attempts = list(waiting.with_attempts(attempt.to_json()) if attempt is not None else waiting.attempts)
         source = SourceRecord(waiting.source.topic, waiting.source.partition, waiting.source.offset,
                               json.dumps(waiting.command, separators=(",", ":")).encode())
         await self.dead_letters.send(self.action_type, source, command, reason, attempts=attempts)
