@@ -3,6 +3,7 @@ disabled, decided from delivery outcomes. Pure: no I/O, time passed in."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -57,7 +58,13 @@ class InvalidEndpointRecord(ValueError):
 def parse_state(origin: str, raw: bytes) -> EndpointState:
     """The record's state; its key is the origin whatever the value says."""
     try:
-        return EndpointState.model_validate_json(raw).model_copy(update={"origin": origin})
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidEndpointRecord(f"endpoint state for {origin!r} is invalid: not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidEndpointRecord(f"endpoint state for {origin!r} is invalid: not a JSON object")
+    try:
+        return EndpointState.model_validate({**value, "origin": origin})
     except ValidationError as exc:
         raise InvalidEndpointRecord(f"endpoint state for {origin!r} is invalid: "
                                     f"{exc.errors(include_url=False, include_input=False)}") from None
