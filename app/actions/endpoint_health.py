@@ -3,11 +3,13 @@ this worker's deliveries, published when an endpoint's state changes."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.types import Message
 
 from app.actions.delivery.dispatch import Settle
@@ -72,8 +74,12 @@ class EndpointHealth:
         if changed(before, after):
             log.warning("endpoint %s", after.state.value, extra={"origin": origin, "since": str(after.since),
                                                                  "lastFailure": after.last_failure})
-            await self.publisher.send(self.topic, origin, after.to_json())
             self._count_disabled()
+            try:
+                await self.publisher.send(self.topic, origin, after.to_json())
+            except Exception:  # noqa: BLE001 - the delivery's own outcome must still be settled once
+                # This worker acts on the new state; the others learn it at the next change.
+                log.exception("endpoint state not published", extra={"origin": origin})
 
     def settling(self, url: str, settle: Settle) -> Settle:
         """`settle`, after observing how the delivery to `url` ended."""
@@ -105,15 +111,22 @@ class EndpointHealth:
         try:
             ends = await rewind(consumer, [self.topic])
             while True:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        if record.key is not None:
-                            self.apply(record.key.decode("utf-8", "replace"), record.value)
-                if not self.loaded and await at_end(consumer, ends):
-                    self.loaded = True
-                    log.info("endpoint health loaded", extra={"disabled": self.disabled_count()})
+                try:
+                    await self._read_once(consumer, ends)
+                except KafkaError as exc:  # the broker away: keep what is known, ask again
+                    log.warning("endpoint health not read", extra={"error": repr(exc)})
+                    await asyncio.sleep(1)
         finally:
             await consumer.stop()
+
+    async def _read_once(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
+        for records in (await consumer.getmany(timeout_ms=500)).values():
+            for record in records:
+                if record.key is not None:
+                    self.apply(record.key.decode("utf-8", "replace"), record.value)
+        if not self.loaded and await at_end(consumer, ends):
+            self.loaded = True
+            log.info("endpoint health loaded", extra={"disabled": self.disabled_count()})
 
     def _count_disabled(self) -> None:
         self.metrics.endpoints_disabled.set(self.disabled_count())

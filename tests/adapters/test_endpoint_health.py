@@ -84,3 +84,20 @@ async def test_a_state_read_from_the_topic_is_what_every_worker_acts_on() -> Non
     assert actions.endpoint_health.states[ORIGIN].state is EndpointStatus.HEALTHY
     actions.endpoint_health.apply(ORIGIN, None)
     assert ORIGIN not in actions.endpoint_health.states
+
+
+async def test_a_state_that_cannot_be_published_still_settles_the_delivery_once() -> None:
+    actions = with_health()
+
+    async def refuse(*args: object) -> None:
+        raise RuntimeError("producer gone")
+
+    actions.producer.send = refuse  # type: ignore[method-assign]
+    settled: list[bool] = []
+
+    async def settle(message: object, command: object, result: DeliveryResult) -> None:
+        settled.append(result.delivered)
+
+    await actions.endpoint_health.settling(URL, settle)(None, None, FAILED)  # type: ignore[arg-type]
+    assert settled == [False]
+    assert actions.endpoint_health.states[ORIGIN].state is EndpointStatus.FAILING  # acted on locally

@@ -166,6 +166,15 @@ async def test_replay_dry_run_lists_and_replay_delivers_each_firing_once(
     assert Counter(r.headers["Idempotency-Key"] for r in receiver.to("hook", 200)) == dict.fromkeys(firings, 1)
 
 
+async def test_bad_command_lines_exit_2_naming_what_is_wrong(engine: Deployment) -> None:
+    since = await cli(engine, "deadletters", "replay", "--since", "yesterday")
+    assert since.returncode == 2 and "--since: 'yesterday' is neither" in since.stderr
+    url = await cli(engine, "endpoints", "enable", "ftp://files.example.com/x")
+    assert url.returncode == 2 and "url: the scheme must be http or https" in url.stderr
+    usage = await cli(engine, "deadletters", "purge")
+    assert usage.returncode == 2 and "usage: deadletters replay" in usage.stderr
+
+
 async def skipped_by_workers(engine: Deployment, count: int, timeout: float = 30.0) -> None:
     for _ in range(int(timeout * 4)):
         reports = [await worker.health() or {} for worker in engine.workers]
