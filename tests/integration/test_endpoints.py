@@ -166,6 +166,28 @@ async def test_replay_dry_run_lists_and_replay_delivers_each_firing_once(
     assert Counter(r.headers["Idempotency-Key"] for r in receiver.to("hook", 200)) == dict.fromkeys(firings, 1)
 
 
+async def test_an_event_dead_letter_is_replayed_byte_for_byte_and_not_twice_by_one_run(engine: Deployment) -> None:
+    key = unique("c")
+    raw = b"not json \xff " + key.encode()
+    await engine.kafka.send(engine.topics.streaming, key, raw)
+
+    def keyed(records: list[Any]) -> list[Any]:
+        return [r for r in records if r.key == key]
+
+    await engine.kafka.read(engine.topics.deadletter, until=lambda rs: len(keyed(rs)) >= 1)
+    result = await cli(engine, "deadletters", "replay", "--topic", "events.streaming", "--since", "5m")
+    assert result.returncode == 0, result.stderr
+    assert "replayed 1, skipped 0" in result.stdout, result.stdout
+    assert key not in result.stdout  # a dead letter is named by where it is, never by its key
+    events = keyed(await engine.kafka.read(engine.topics.streaming, until=lambda rs: len(keyed(rs)) >= 2,
+                                           settle=1.0))
+    assert [r.raw for r in events] == [raw, raw] and events[0].partition == events[1].partition
+    # The replayed record is dead-lettered again, after the end the run read up to.
+    letters = keyed(await engine.kafka.read(engine.topics.deadletter, until=lambda rs: len(keyed(rs)) >= 2,
+                                            settle=1.0))
+    assert len(letters) == 2 and len(events) == 2
+
+
 async def test_bad_command_lines_exit_2_naming_what_is_wrong(engine: Deployment) -> None:
     since = await cli(engine, "deadletters", "replay", "--since", "yesterday")
     assert since.returncode == 2 and "--since: 'yesterday' is neither" in since.stderr
