@@ -4,6 +4,7 @@ this worker's deliveries, published when an endpoint's state changes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # Health changes rarely: ten fetches a second are plenty (like the definitions reader).
 FETCH_WAIT_MS = 100
+# How long a delivery waits for a starting worker to read the topic; then it goes ahead (the
+# broker is away, and the delivery will say so itself).
+LOAD_WAIT_S = 10.0
 
 
 class EndpointHealth:
@@ -52,10 +56,14 @@ class EndpointHealth:
         self.clock = clock
         self.disable_after = timedelta(hours=settings.webhook_disable_after_hours)
         self.states: dict[str, EndpointState] = {}
-        self.loaded = False  # read up to the end offsets seen at start
+        self.loaded = asyncio.Event()  # set once read up to the end offsets seen at start
 
-    def refused(self, url: str) -> str | None:
-        """Why a delivery to `url` must not be attempted (its endpoint is disabled), or None."""
+    async def refused(self, url: str) -> str | None:
+        """Why a delivery to `url` must not be attempted (its endpoint is disabled), or None.
+        A worker that has just started waits (a little) until it knows every endpoint's state."""
+        if not self.loaded.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.loaded.wait(), LOAD_WAIT_S)
         try:
             return refusal(self.states.get(origin_of(url)))
         except ValueError:
@@ -124,8 +132,8 @@ class EndpointHealth:
             for record in records:
                 if record.key is not None:
                     self.apply(record.key.decode("utf-8", "replace"), record.value)
-        if not self.loaded and await at_end(consumer, ends):
-            self.loaded = True
+        if not self.loaded.is_set() and await at_end(consumer, ends):
+            self.loaded.set()
             log.info("endpoint health loaded", extra={"disabled": self.disabled_count()})
 
     def _count_disabled(self) -> None:

@@ -63,7 +63,7 @@ class Sink:
                 return False
             if event is None:
                 raise RuntimeError(f"{self.action_type} delivers over HTTP: consume it with on_event")
-            if refused := self.endpoint_health.refused(request.url):
+            if refused := await self.endpoint_health.refused(request.url):
                 raise ActionFailed(refused)
             await self.dispatcher.dispatch(self.action_type, event, command, request,
                                            self.endpoint_health.settling(request.url, self.settle))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from app.actions.delivery.http import Attempt, DeliveryResult
@@ -20,6 +21,7 @@ def with_health(hours: float = 1.0) -> Actions:
     actions = Actions()
     settings = Settings(TRIGGERS_WEBHOOK_DISABLE_AFTER_HOURS=hours)  # type: ignore[call-arg]
     actions.endpoint_health = EndpointHealth(settings, actions.publisher, actions.metrics, actions.clock)
+    actions.endpoint_health.loaded.set()
     return actions
 
 
@@ -67,7 +69,7 @@ async def test_a_success_resets_and_bad_requests_do_not_count() -> None:
     actions.http.result = DeliveryResult(delivered=True, attempts=[Attempt(1, 200, None, 1.0)])
     await deliver(actions, "f-3", 2)
     assert [s["state"] for s in published(actions)] == ["failing", "healthy"]
-    assert actions.endpoint_health.refused(URL) is None
+    assert await actions.endpoint_health.refused(URL) is None
 
 
 async def test_a_state_read_from_the_topic_is_what_every_worker_acts_on() -> None:
@@ -75,11 +77,11 @@ async def test_a_state_read_from_the_topic_is_what_every_worker_acts_on() -> Non
     disabled = b'{"state": "disabled", "since": "2026-01-01T08:00:00+00:00", "lastFailure": "HTTP 500"}'
     actions.endpoint_health.apply(ORIGIN, disabled)
     assert actions.endpoint_health.states[ORIGIN].state is EndpointStatus.DISABLED
-    assert "disabled" in (actions.endpoint_health.refused("https://hooks.example/other/path?x=1") or "")
-    assert actions.endpoint_health.refused("https://elsewhere.example/in") is None
+    assert "disabled" in (await actions.endpoint_health.refused("https://hooks.example/other/path?x=1") or "")
+    assert await actions.endpoint_health.refused("https://elsewhere.example/in") is None
 
     actions.endpoint_health.apply(ORIGIN, b'{"state": "healthy", "since": "2026-01-01T09:00:00+00:00"}')
-    assert actions.endpoint_health.refused(URL) is None
+    assert await actions.endpoint_health.refused(URL) is None
     actions.endpoint_health.apply(ORIGIN, b"garbage")  # ignored, logged
     assert actions.endpoint_health.states[ORIGIN].state is EndpointStatus.HEALTHY
     actions.endpoint_health.apply(ORIGIN, None)
@@ -101,3 +103,14 @@ async def test_a_state_that_cannot_be_published_still_settles_the_delivery_once(
     await actions.endpoint_health.settling(URL, settle)(None, None, FAILED)  # type: ignore[arg-type]
     assert settled == [False]
     assert actions.endpoint_health.states[ORIGIN].state is EndpointStatus.FAILING  # acted on locally
+
+
+async def test_a_starting_worker_asks_only_once_it_has_read_the_topic() -> None:
+    actions = Actions()
+    health = EndpointHealth(Settings(), actions.publisher, actions.metrics, actions.clock)
+    asking = asyncio.ensure_future(health.refused(URL))
+    await asyncio.sleep(0.01)
+    assert not asking.done()
+    health.apply(ORIGIN, b'{"state": "disabled", "since": "2026-01-01T08:00:00+00:00"}')
+    health.loaded.set()
+    assert "is disabled" in (await asking or "")

@@ -115,6 +115,7 @@ class Actions:
         self.performed = PerformedLog(self.performed_table, timedelta(days=7), 1000, self.clock)
         self.dead_letters = ActionDeadLetters(self.publisher, self.metrics, self.counters, self.clock)
         self.endpoint_health = EndpointHealth(Settings(), self.publisher, self.metrics, self.clock)
+        self.endpoint_health.loaded.set()  # as if endpoints.health had been read
 
     def sink(self, performer: type[Performer] | Performer) -> Sink:
         made = performer(self.services) if isinstance(performer, type) else performer
