@@ -12,6 +12,7 @@ from faust.types import EventT, Message
 from app.actions.deadletters import ActionDeadLetters
 from app.actions.delivery.dispatch import Dispatcher
 from app.actions.delivery.http import DeliveryResult
+from app.actions.endpoint_health import EndpointHealth
 from app.actions.performer import Performer, failure_reason, parse_command
 from app.domain.models import ActionCommand
 from app.errors import ActionFailed
@@ -27,7 +28,8 @@ class Sink:
     firing in the performed log, or being delivered right now, is skipped."""
 
     def __init__(self, performer: Performer, performed: PerformedLog, dead_letters: ActionDeadLetters,
-                 dispatcher: Dispatcher, metrics: Metrics, counters: Counter[str]) -> None:
+                 dispatcher: Dispatcher, metrics: Metrics, counters: Counter[str],
+                 endpoint_health: EndpointHealth) -> None:
         self.performer = performer
         self.action_type = performer.action_type
         self.performed = performed
@@ -35,6 +37,7 @@ class Sink:
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.counters = counters
+        self.endpoint_health = endpoint_health
 
     async def on_record(self, message: RawRecord) -> None:
         """For performers that finish within `perform`: the offset commits after the batch."""
@@ -60,7 +63,10 @@ class Sink:
                 return False
             if event is None:
                 raise RuntimeError(f"{self.action_type} delivers over HTTP: consume it with on_event")
-            await self.dispatcher.dispatch(self.action_type, event, command, request, self.settle)
+            if refused := await self.endpoint_health.refused(request.url):
+                raise ActionFailed(refused)
+            await self.dispatcher.dispatch(self.action_type, event, command, request,
+                                           self.endpoint_health.settling(request.url, self.settle))
             return True
         except (ActionFailed, KeyError, TypeError, ValueError) as exc:
             await self.dead_letters.send(self.action_type, message, command, failure_reason(exc))
