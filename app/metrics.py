@@ -6,7 +6,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -88,6 +88,9 @@ class Metrics:
         self.timer_lateness_seconds = Histogram(
             "triggers_timer_lateness_seconds", "From a delayed firing's due time to its decision (fired or dropped).",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 60, 300, 3600), registry=self.registry)
+        self.endpoints_disabled = Gauge("triggers_endpoints_disabled",
+                                        "Webhook endpoints (origins) disabled, as this worker knows.",
+                                        registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = Field(default=DEFAULT_SCHEDULE, alias=SCHEDULE_SETTING)
     webhook_per_endpoint_concurrency: int = Field(default=8, ge=1, alias="TRIGGERS_WEBHOOK_PER_ENDPOINT_CONCURRENCY")
     webhook_max_in_flight: int = Field(default=5000, ge=1, alias="TRIGGERS_WEBHOOK_MAX_IN_FLIGHT")
+    # Hours of only failures after which an endpoint (origin) is disabled; a float so tests can scale it down.
+    webhook_disable_after_hours: float = Field(default=120.0, gt=0, alias="TRIGGERS_WEBHOOK_DISABLE_AFTER_HOURS")
     dedup_retention_days: float = Field(default=7.0, gt=0, alias="TRIGGERS_DEDUP_RETENTION_DAYS")
     dedup_max_per_customer: int = Field(default=1000, ge=1, alias="TRIGGERS_DEDUP_MAX_PER_CUSTOMER")
     max_update_depth: int = Field(default=3, ge=1, alias="TRIGGERS_MAX_UPDATE_DEPTH")

@@ -133,6 +133,15 @@ class Topics:
     def actions_deadletter(self) -> str:
         return self._n("actions.deadletter")
 
+    @property
+    def dead_letter_topics(self) -> list[str]:
+        return [self.deadletter, self.actions_deadletter]
+
+    @property
+    def endpoints_health(self) -> str:
+        """Webhook endpoints' health (healthy, failing, disabled), keyed by origin; read by every worker."""
+        return self._n("endpoints.health")
+
     def action(self, action_type: str) -> str:
         if action_type not in ACTION_TYPES:
             raise ValueError(f"unknown action type {action_type!r}")
@@ -148,6 +157,7 @@ class Topics:
         return [
             *(TopicSpec(name) for name in keyed_by_customer),
             *(TopicSpec(name, partitions=1, compacted=True) for name in self.definition_topics),
+            TopicSpec(self.endpoints_health, partitions=1, compacted=True),
             TopicSpec(self.errors, partitions=1),
         ]
 

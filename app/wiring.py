@@ -13,6 +13,7 @@ from app.actions.delivery.dispatch import Dispatcher, now_ms, slot_limits
 from app.actions.delivery.http import HttpDelivery
 from app.actions.delivery.limits import OriginLimits
 from app.actions.delivery.store import DeliveryStore
+from app.actions.endpoint_health import EndpointHealth
 from app.actions.journey_events import JourneyEvents
 from app.actions.performer import ActionServices
 from app.actions.sink import Sink
@@ -136,9 +137,11 @@ def build(settings: Settings) -> TriggerApp:
     performed = PerformedLog(tables["performed"], timedelta(days=settings.dedup_retention_days),
                              settings.dedup_max_per_customer, clock)
     dead_letters = ActionDeadLetters(publisher, metrics, action_counters, clock)
+    endpoint_health = EndpointHealth(settings, publisher, metrics, clock)
+    app.task(endpoint_health.follow)
     for performer in PERFORMERS:
         sink = Sink(performer(services), performed, dead_letters, dispatcher, metrics, action_counters,
-                    settings.retry_schedule)
+                    settings.retry_schedule, endpoint_health)
         channel = app.raw_topic(app.topic_names.action(performer.action_type))
         if performer.delivers_over_http:
             app.consume_acking_itself(channel, "sink-" + performer.action_type.replace("_", "-"), sink.on_event)
@@ -160,7 +163,8 @@ def build(settings: Settings) -> TriggerApp:
 
     # -- web ---------------------------------------------------------------------------------
     register_health(app, lambda: (publisher.counters + intake.counters + row_loads.counters + evaluator.counters
-                                  + timers.counters + gate.counters + action_counters), dispatcher.backlog)
+                                  + timers.counters + gate.counters + action_counters), dispatcher.backlog,
+                    endpoint_health.disabled_count)
     register_api(app, row_store, aggregates, gate, clock, metrics)
     return app
 
@@ -183,7 +187,7 @@ def new_app(settings: Settings) -> TriggerApp:
         recovery_consistency_check=settings.recovery_consistency_check,
         Monitor=QuietMonitor,
         logging_config=logging_config(settings.log_format == "json"),
-        autodiscover=["app.cli.commands"],
+        autodiscover=["app.cli.commands", "app.cli.deadletters", "app.cli.endpoints"],
         origin="app.main",
     )
 

@@ -8,7 +8,9 @@ is all its events over all its time),
 (d) produce-to-firing latency at a steady rate, (e) firing-to-recommendation latency,
 (f) the worker's RSS, (h) how late delayed firings fire when 1,000 a second come due,
 (g) the worker's RSS with 1,000,000 pending firings and its recovery from an empty data
-directory. Prints a table and writes bench/results/<time>.json.
+directory, (l) webhook deliveries per second to one local endpoint and to 100 (a receiver in a
+process of its own) against a bare httpx client sending the same requests. Prints a table and
+writes bench/results/<time>.json.
 """
 
 from __future__ import annotations
@@ -36,12 +38,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.cli.devbroker import EmbeddedBroker, free_port
+from app.settings import Settings
 from app.topics import Topics
 from bench.plot import plot
+from bench.webhooks import Receiver, bare_rate
 from tests.support.worker import WorkerProcess
 
 PARTITIONS = 8
 RESULTS = Path(__file__).parent / "results"
+# The bare client of (l) gets the engine's default concurrency per endpoint.
+WEBHOOK_SLOTS_PER_ENDPOINT: int = Settings.model_fields["webhook_per_endpoint_concurrency"].default
 
 
 def make_events(count: int, customers: int, types: list[str], firing_share: float, seed: int = 7) -> list[bytes]:
@@ -477,6 +483,7 @@ async def main() -> int:
     parser.add_argument("--timer-customers", type=int, default=250_000, help="(g) customers they are spread over")
     parser.add_argument("--due-rate", type=int, default=1000, help="(h) firings coming due per second")
     parser.add_argument("--due-seconds", type=int, default=20, help="(h) for how long")
+    parser.add_argument("--deliveries", type=int, default=5000, help="(l) webhook firings per case")
     args = parser.parse_args()
     broker = EmbeddedBroker(free_port()).start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -504,6 +511,11 @@ async def main() -> int:
         capped = combined(runs["capped10"])
         latency = await steady_latency(broker.bootstrap, workdir, rate=100, seconds=args.latency_seconds)
         print("(d)(e) latency measured", flush=True)
+        hooks = [await webhook_deliveries(broker.bootstrap, workdir, args.deliveries, endpoints)
+                 for endpoints in (1, 100)]
+        for hook in hooks:
+            print(f"(l) {hook['endpoints']} endpoint(s): {hook['engineDeliveriesPerSecond']:,.0f} deliveries/s, "
+                  f"bare httpx {hook['bareHttpxRequestsPerSecond']:,.0f}/s", flush=True)
         # The timers cases last: (g) leaves the most behind in the broker, even once its topics are deleted.
         lateness = await timer_lateness(broker.bootstrap, workdir, args.due_rate, args.due_seconds, delay_s=5)
         print(f"(h) timer lateness p99 {lateness['latenessMsP99']:,.0f} ms", flush=True)
@@ -524,7 +536,7 @@ async def main() -> int:
         "bareConsumerEventsPerSecond": raw, "engine10": ten, "engine1000": thousand, "latency": latency,
         "engineAggregates": {**aggregated, "definitions": AGGREGATES_NOTE},
         "engineCapped": {**capped, "definitions": CAP_NOTE},
-        "timerLateness": lateness, "pendingTimers": pending,
+        "timerLateness": lateness, "pendingTimers": pending, "webhooks": hooks,
         "ratios": {"engineOverRaw": ten["eventsPerSecond"] / raw,
                    "defs1000OverDefs10": thousand["eventsPerSecond"] / ten["eventsPerSecond"],
                    "aggregatesOverDefs10": aggregated["eventsPerSecond"] / ten["eventsPerSecond"],
@@ -537,6 +549,54 @@ async def main() -> int:
     png = plot(results, out.with_suffix(".png"))
     print(f"plot: {png}" if png else "plot: skipped (matplotlib is not installed)")
     return 0
+
+
+# (l): webhook deliveries, the engine against a bare httpx client, both to one receiver process.
+def webhook_definitions(urls: list[str]) -> list[dict[str, Any]]:
+    """One webhook trigger per endpoint, each on an event type of its own (every event fires)."""
+    return [{"id": f"bench-hook-{n}", "source": "streaming", "eventType": f"hook-{n}",
+             "action": {"type": "webhook", "url": url}} for n, url in enumerate(urls)]
+
+
+def webhook_events(count: int, endpoints: int) -> list[bytes]:
+    return [json.dumps({"type": f"hook-{n % endpoints}", "customerId": f"c-{n}", "amount": 5000,
+                        "channel": "web", "id": f"h{n}"}).encode() for n in range(count)]
+
+
+async def webhook_deliveries(bootstrap: str, workdir: Path, count: int, endpoints: int) -> dict[str, Any]:
+    """(l) `count` firings, each a webhook to one of `endpoints` origins (ports of one receiver
+    process answering 200): the worker's deliveries per second, from its start on the backlog
+    to the last delivery received, against the bare client's over the same URLs."""
+    receiver = Receiver(endpoints).start()
+    try:
+        bare = await bare_rate(receiver.urls, count, WEBHOOK_SLOTS_PER_ENDPOINT)
+        before = await receiver.count()
+        deployment = Deployment(bootstrap, workdir, f"hooks{endpoints}")
+        deployment.worker.start()
+        await deployment.worker.wait_healthy()
+        defs = webhook_definitions(receiver.urls)
+        await deployment.publish(deployment.topics.definitions, defs)
+        await deployment.worker.wait_for(lambda r: r["definitions"] == len(defs), what="loaded")
+        deployment.worker.stop()
+        await produce(bootstrap, deployment.topics.streaming, webhook_events(count, endpoints))
+        deployment.worker.start()
+        try:
+            await deployment.worker.wait_healthy()
+            started = time.perf_counter()
+            initial = await receiver.count() - before
+            await receiver.wait_for(before + count, timeout_s=1800)
+            elapsed = time.perf_counter() - started
+            rss = deployment.rss_mb()
+        finally:
+            deployment.worker.stop()
+        await delete_topics(bootstrap, deployment.topics.prefix)
+        await delete_topics(bootstrap, deployment.app_id)
+    finally:
+        receiver.stop()
+    engine = (count - initial) / elapsed
+    return {"deliveries": count, "endpoints": endpoints, "engineDeliveriesPerSecond": engine,
+            "bareHttpxRequestsPerSecond": bare, "engineOverBare": engine / bare, "rssMb": rss,
+            "slotsPerEndpoint": WEBHOOK_SLOTS_PER_ENDPOINT}
 
 
 def print_table(r: dict[str, Any], out: Path) -> None:
@@ -567,6 +627,11 @@ def print_table(r: dict[str, Any], out: Path) -> None:
         ("(j) engine, (b) with a cap on every firing", f"{r['engineCapped']['eventsPerSecond']:,.0f} events/s",
          f"j/b = {r['ratios']['cappedOverDefs10']:.2f} (target >= 0.9: the cap costs <= 10%)"),
     ]
+    for hook in r["webhooks"]:
+        rows.append((f"(l) webhook deliveries, {hook['endpoints']} endpoint(s)",
+                     f"{hook['engineDeliveriesPerSecond']:,.0f} /s",
+                     f"bare httpx {hook['bareHttpxRequestsPerSecond']:,.0f}/s; engine/bare = "
+                     f"{hook['engineOverBare']:.2f} (goal >= 0.5)"))
     print()
     for name, value, note in rows:
         print(f"{name:<46} {value:>20}   {note}")

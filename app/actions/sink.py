@@ -15,6 +15,7 @@ from faust.types import EventT, Message
 from app.actions.deadletters import ActionDeadLetters
 from app.actions.delivery.dispatch import Dispatcher, HttpRequest, endpoint
 from app.actions.delivery.http import Attempt, AttemptResult
+from app.actions.endpoint_health import EndpointHealth
 from app.actions.performer import Performer, failure_reason, parse_command
 from app.domain.delivery import Source, WaitingDelivery, after_attempt, delivery_key
 from app.domain.models import ActionCommand
@@ -45,7 +46,7 @@ class Sink:
 
     def __init__(self, performer: Performer, performed: PerformedLog, dead_letters: ActionDeadLetters,
                  dispatcher: Dispatcher, metrics: Metrics, counters: Counter[str],
-                 schedule: tuple[float, ...]) -> None:
+                 schedule: tuple[float, ...], endpoint_health: EndpointHealth) -> None:
         self.performer = performer
         self.action_type = performer.action_type
         self.performed = performed
@@ -54,6 +55,7 @@ class Sink:
         self.metrics = metrics
         self.counters = counters
         self.schedule = schedule
+        self.endpoint_health = endpoint_health
         if performer.delivers_over_http:
             dispatcher.register(self.action_type, self)
 
@@ -82,6 +84,8 @@ class Sink:
                 return
             if not acking:
                 raise RuntimeError(f"{self.action_type} delivers over HTTP: consume it with on_event")
+            if refused := await self.endpoint_health.refused(request.url):
+                raise ActionFailed(refused)
             waiting = WaitingDelivery(self.action_type, command.to_json(), request.body.decode(),
                                       endpoint(request.url), self.dispatcher.clock_ms(),
                                       Source(message.topic, message.partition, message.offset),
@@ -97,11 +101,21 @@ class Sink:
     def request_for(self, waiting: WaitingDelivery) -> HttpRequest:
         return self.performer.request_for(ActionCommand.model_validate(waiting.command), waiting.body.encode())
 
+    async def refusal(self, waiting: WaitingDelivery) -> str | None:
+        """Why a waiting delivery must not be attempted now (its endpoint was disabled meanwhile)."""
+        return await self.endpoint_health.refused(waiting.endpoint)
+
+    async def refuse(self, waiting: WaitingDelivery, reason: str) -> None:
+        await self._dead_letter(waiting, ActionCommand.model_validate(waiting.command), reason, None)
+
     async def settle(self, partition: int, waiting: WaitingDelivery, result: AttemptResult) -> None:
-        """The one place where an attempt's result is known."""
+        """The one place where an attempt's result is known: the endpoint's health observes
+        every attempt, then the delivery is done, rescheduled or dead-lettered."""
         attempt = result.attempt
         outcome = after_attempt(self.schedule, waiting.attempts_made + 1, attempt.status, attempt.error,
                                 result.refused, result.retry_after_s, self.dispatcher.clock_ms())
+        await self.endpoint_health.observed(waiting.endpoint, result.delivered, attempt.status,
+                                            self.endpoint_health.clock(), outcome.reason or result.reason)
         command = ActionCommand.model_validate(waiting.command)
         if outcome.kind == "delivered":
             self.dispatcher.store.remove(waiting.key)

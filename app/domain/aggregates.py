@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ AGG = "agg"
 # `of` sees the event only: an aggregate is state of the event stream, not of the row.
 OF_NAMES = frozenset({"event"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # `now` in an `of` scope: OF_NAMES does not let it be read
+_EVENT_FIELD = re.compile(r"\s*event\.([A-Za-z_][A-Za-z0-9_]*)\s*")
+_SCALARS = (str, int, float, bool, type(None))
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,13 @@ class CompiledAggregate:
     event_type: str
     filters: Mapping[str, Any]
     passes_filters: FilterCheck = field(init=False, repr=False, compare=False)
+    # `of` when it is just `event.<field>`, the common case, read without an evaluation.
+    of_field: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "passes_filters", compile_filters(self.filters))
+        plain = _EVENT_FIELD.fullmatch(self.of.text) if self.of is not None else None
+        object.__setattr__(self, "of_field", plain.group(1) if plain else None)
 
     def qualifies(self, event: Event, event_json: Mapping[str, Any]) -> bool:
         return (event.source is self.source and self.event_type in (event.type, "*")
@@ -47,6 +54,10 @@ class CompiledAggregate:
         an expression that fails): see windows.add for how each fn treats None."""
         if self.of is None:
             return None
+        if self.of_field is not None:
+            value = event_json.get(self.of_field)
+            if type(value) in _SCALARS:  # objects and lists: as the expression reads them, below
+                return value
         try:
             return self.of.evaluate(Scope(event=event_json, customer=None, now=_EPOCH), Budget())
         except ExpressionFailed:

@@ -47,7 +47,7 @@ class TimedEvaluation:
             if interest.aggregates or interest.reads_aggregates:
                 state = self.aggregates.update(event, event_json, event_ms, position, interest.aggregates,
                                                index.aggregate_ids)
-                values = lambda trigger: values_at(trigger, state, event_ms)  # noqa: E731
+                values = values_at(state, event_ms)
             if interest.may_cancel and not replayed:
                 await self.timers.cancel(event, event_json, event_ms, position)
         result = self.evaluator.evaluate_now(event, values)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from faust.types import TP
@@ -70,7 +70,17 @@ class AggregateStore:
         return record["aggs"] if record else {}
 
 
-def values_at(trigger: CompiledTrigger, state: AggregateState, at_ms: int) -> dict[str, Any]:
-    """`agg.<name>` of `trigger` over the windows ending at `at_ms`."""
-    return {aggregate.name: windows.value(state.get(aggregate.id), aggregate.fn, aggregate.window_ms, at_ms)
-            for aggregate in trigger.aggregates}
+def values_at(state: AggregateState, at_ms: int) -> Callable[[CompiledTrigger], dict[str, Any]]:
+    """`agg.<name>` of a trigger over the windows ending at `at_ms`. Each aggregate is
+    computed once however many triggers read it (they share it by id)."""
+    computed: dict[str, Any] = {}
+
+    def value(aggregate: CompiledAggregate) -> Any:
+        try:
+            return computed[aggregate.id]
+        except KeyError:
+            result = computed[aggregate.id] = windows.value(state.get(aggregate.id), aggregate.fn,
+                                                            aggregate.window_ms, at_ms)
+            return result
+
+    return lambda trigger: {aggregate.name: value(aggregate) for aggregate in trigger.aggregates}

@@ -134,7 +134,7 @@ class Timers:
         state = self.aggregates.state(firing.customer_id) if trigger.aggregates else {}
         result = evaluate_due(trigger, firing, partial(self.row_store.customer, firing.customer_id),
                               lambda trigger_id: self.evaluator.cooldown(trigger_id, firing.customer_id), now,
-                              lambda t: values_at(t, state, firing.due_ms))
+                              values_at(state, firing.due_ms))
         due_at = datetime.fromtimestamp(firing.due_ms / 1000, tz=now.tzinfo)
         await self.evaluator.apply_for(firing.customer_id, firing.event_id, result, min(due_at, now))
         if firing.firing_id in result.held:

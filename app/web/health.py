@@ -18,12 +18,13 @@ BROKER_STALE_S = 10.0
 
 
 def register_health(app: TriggerApp, counters: Callable[[], Counter[str]],
-                    deliveries: Callable[[], dict[str, int]]) -> None:
+                    deliveries: Callable[[], dict[str, int]], endpoints_disabled: Callable[[], int]) -> None:
     """`counters`: every component's counters, added; `deliveries`: HTTP work running, and waiting
-    in the deliveries table (`waiting`, `parked`)."""
+    in the deliveries table (`waiting`, `parked`); `endpoints_disabled`: how many webhook
+    endpoints are disabled."""
     @app.page("/health")
     async def health(view: View, request: Request) -> Response:
-        return view.json(health_report(app, counters(), deliveries()))
+        return view.json(health_report(app, counters(), deliveries()) | {"endpointsDisabled": endpoints_disabled()})
 
 
 def health_report(app: TriggerApp, counters: Counter[str], deliveries: dict[str, int]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from app.actions.deadletters import ActionDeadLetters
 from app.actions.delivery.dispatch import Dispatcher, HttpRequest, slot_limits
 from app.actions.delivery.http import Attempt, AttemptResult
 from app.actions.delivery.store import DeliveryStore
+from app.actions.endpoint_health import EndpointHealth
 from app.actions.enroll_journey import EnrollJourney
 from app.actions.fire_recommend import FireRecommend
 from app.actions.journey_events import JourneyEvents
@@ -100,7 +101,9 @@ SCHEDULE = (0.0, 5.0, 60.0)
 class Actions:
     """The actions section of app/wiring.py, over fakes."""
 
-    def __init__(self, per_endpoint: int = 2, per_second: int | None = None) -> None:
+    def __init__(self, per_endpoint: int = 2, per_second: int | None = None,
+                 schedule: tuple[float, ...] = SCHEDULE) -> None:
+        self.schedule = schedule
         self.clock = FakeClock()
         self.producer = RecordingProducer()
         self.metrics = Metrics()
@@ -120,11 +123,13 @@ class Actions:
                                        RowStore(self.rows, self.publisher), self.enrollments, self.clock)
         self.performed = PerformedLog(self.performed_table, timedelta(days=7), 1000, self.clock)
         self.dead_letters = ActionDeadLetters(self.publisher, self.metrics, self.counters, self.clock)
+        self.endpoint_health = EndpointHealth(Settings(), self.publisher, self.metrics, self.clock)
+        self.endpoint_health.loaded.set()  # as if endpoints.health had been read
 
     def sink(self, performer: type[Performer] | Performer) -> Sink:
         made = performer(self.services) if isinstance(performer, type) else performer
         return Sink(made, self.performed, self.dead_letters, self.dispatcher, self.metrics, self.counters,
-                    SCHEDULE)
+                    self.schedule, self.endpoint_health)
 
     def define(self, catalog: str, item_id: str, definition: dict[str, Any] | None) -> None:
         value = json.dumps({"id": item_id, **definition}).encode() if definition is not None else None

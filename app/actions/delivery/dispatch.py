@@ -53,6 +53,10 @@ class Settler(Protocol):
 
     async def settle(self, partition: int, waiting: WaitingDelivery, result: AttemptResult) -> None: ...
 
+    async def refusal(self, waiting: WaitingDelivery) -> str | None: ...
+
+    async def refuse(self, waiting: WaitingDelivery, reason: str) -> None: ...
+
     async def unbuildable(self, waiting: WaitingDelivery, exc: Exception) -> None: ...
 
 
@@ -217,7 +221,11 @@ class Dispatcher:
 
     async def _attempt(self, partition: int, waiting: WaitingDelivery, request: HttpRequest) -> None:
         number = waiting.attempts_made + 1
+        settler = self._settlers[waiting.action_type]
         try:
+            if refused := await settler.refusal(waiting):  # disabled while it waited
+                await settler.refuse(waiting, refused)
+                return
             started = time.perf_counter()
             try:
                 result = await self.http.attempt(request.url, request.body, waiting.firing_id, request.secret,
@@ -226,7 +234,7 @@ class Dispatcher:
                 log.exception("delivery attempt crashed", extra={"firingId": waiting.firing_id})
                 result = AttemptResult(Attempt(number, None, f"{type(exc).__name__}: {exc}", 0.0))
             self.metrics.delivery_seconds.labels(waiting.action_type).observe(time.perf_counter() - started)
-            await self._settlers[waiting.action_type].settle(partition, waiting, result)
+            await settler.settle(partition, waiting, result)
         except Exception:  # noqa: BLE001 - it stays in the table and is tried again after a restart
             log.exception("settling a delivery failed", extra={"firingId": waiting.firing_id})
         finally:
