@@ -208,6 +208,11 @@ async def engine_throughput(bootstrap: str, workdir: Path, events: list[bytes], 
             "firings": firings, "rssMb": rss, "timeline": samples}
 
 
+async def paced(started: float, n: int, rate: int) -> None:
+    """Until the time the `n`th record of a steady `rate` per second is due."""
+    await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+
+
 async def steady_latency(bootstrap: str, workdir: Path, rate: int, seconds: int) -> dict[str, float]:
     """(d) produce-to-firing and (e) firing-to-recommendation at a steady rate."""
     deployment = Deployment(bootstrap, workdir, "latency")
@@ -250,7 +255,7 @@ async def steady_latency(bootstrap: str, workdir: Path, rate: int, seconds: int)
     await producer.start()
     started = time.perf_counter()
     for n in range(total):
-        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        await paced(started, n, rate)
         event_id = f"lat-{n}"
         body = json.dumps({"type": "tick", "customerId": f"c-{n % 500}", "id": event_id, "amount": n}).encode()
         sent[event_id] = time.perf_counter()
@@ -428,7 +433,7 @@ async def timer_lateness(bootstrap: str, workdir: Path, rate: int, seconds: int,
     await producer.start()
     started = time.perf_counter()
     for n in range(total):
-        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        await paced(started, n, rate)
         customer = f"c-{n % (total // 4)}"
         body = {"type": "due", "customerId": customer, "id": f"d{n}", "amount": n,
                 "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds")}
