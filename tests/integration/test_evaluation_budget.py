@@ -9,6 +9,7 @@ three rounds each, and the medians are compared. The worker's RSS is read from /
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import uuid
@@ -41,6 +42,12 @@ def unique(prefix: str) -> str:
 def definition(trigger_id: str, event_type: str, conditions: list[str]) -> dict[str, Any]:
     return {"id": trigger_id, "source": "streaming", "eventType": event_type, "conditions": conditions,
             "action": {"type": "enroll_journey", "journeyId": "j"}}
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -83,17 +90,27 @@ async def test_worst_case_triggers_delay_the_next_event_by_at_most_the_budget(en
     pid = worker.process.pid
 
     await canary_delay(engine, canary_type, canary_id, customer, None)  # warm-up
+    cpu_started = cpu_seconds(pid)
     baseline = [await canary_delay(engine, canary_type, canary_id, customer, None) for _ in range(3)]
+    cpu_baseline = cpu_seconds(pid) - cpu_started
     before = (await worker.health() or {}).get("counters", {})
+    cpu_started = cpu_seconds(pid)
     heavy = [await canary_delay(engine, canary_type, canary_id, customer, heavy_type) for _ in range(3)]
+    cpu_heavy = cpu_seconds(pid) - cpu_started
     after = (await worker.health() or {}).get("counters", {})
     memory = rss_mb(pid)
 
     extra = statistics.median(heavy) - statistics.median(baseline)
+    extra_cpu = (cpu_heavy - cpu_baseline) / 3
     print(f"canary delay: baseline {[round(d * 1000) for d in baseline]} ms, after worst-case events "
-          f"{[round(d * 1000) for d in heavy]} ms, extra (medians) {extra * 1000:.0f} ms; worker RSS {memory:.0f} MB")
+          f"{[round(d * 1000) for d in heavy]} ms, extra (medians) {extra * 1000:.0f} ms, worker CPU per "
+          f"worst-case event {extra_cpu * 1000:.0f} ms; worker RSS {memory:.0f} MB")
     # The worst-case events really were evaluated, and cut short by the budget.
     exhausted = after.get("evaluation_budget_exhausted", 0) - before.get("evaluation_budget_exhausted", 0)
     assert exhausted == 3, (before, after)
-    assert extra <= EXTRA_DELAY_BOUND_S
+    # The budget is CPU time: what it bounds exactly is the worker's CPU per event. The wall-clock
+    # delay is that on an idle machine, and more when other processes take the cores (a CI runner,
+    # tests in parallel): twice the bound is left for that, still far below an unbounded stall.
+    assert extra_cpu <= EXTRA_DELAY_BOUND_S
+    assert extra <= 2 * EXTRA_DELAY_BOUND_S
     assert memory <= MEMORY_BOUND_MB
