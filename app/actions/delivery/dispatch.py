@@ -136,6 +136,16 @@ class Dispatcher:
         for lane_ in sorted(self.store.heaps, key=lambda lane_: self.store.next_due(lane_) or 0):
             self.pump(lane_, now_ms)
 
+    def pump_endpoint(self, endpoint_: str, now_ms: int) -> None:
+        """A slot of `endpoint_` is free: its lanes in every partition, the longest-waiting
+        first (the finished attempt's own lane may have nothing parked while others do; left to
+        the clock's pass, the slot would idle until then)."""
+        lanes = [lane_ for lane_ in self.store.heaps if lane_[1] == endpoint_]
+        for lane_ in sorted(lanes, key=lambda lane_: self.store.next_due(lane_) or 0):
+            if self._busy[endpoint_] >= self.limits.per_endpoint or len(self._running) >= self.limits.max_in_flight:
+                return
+            self.pump(lane_, now_ms)
+
     def pump(self, lane_: Lane, now_ms: int) -> None:
         partition, _ = lane_
         while True:
@@ -241,7 +251,7 @@ class Dispatcher:
             self._release(waiting)
             if self.index_ready():
                 try:
-                    self.pump(lane(partition, waiting.endpoint), self.clock_ms())
+                    self.pump_endpoint(waiting.endpoint, self.clock_ms())
                 except Exception:  # noqa: BLE001 - the clock's pass tries again
                     log.exception("starting the next parked delivery failed")
 
