@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +52,18 @@ class AttemptResult:
         return str(self.attempt.error)
 
 
+# Connections kept per origin (an endpoint gets at most TRIGGERS_WEBHOOK_PER_ENDPOINT_CONCURRENCY
+# requests at once from the dispatcher; several endpoints may share an origin), and clients kept.
+PER_ORIGIN_CONNECTIONS = 32
+MAX_CLIENTS = 512
+
+
+@dataclass
+class _Client:
+    http: httpx.AsyncClient
+    in_flight: int = 0
+
+
 class RefusedAddress(Exception):
     """The URL resolves to an address outbound requests may not reach."""
 
@@ -68,14 +81,37 @@ class HttpDelivery:
                  resolve: Callable[[str, int], Awaitable[list[str]]] | None = None) -> None:
         self.resolve = resolve or system_resolve
         self.allow_private = allow_private
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
+        self.timeout_s = timeout_s
+        # One client per pinned origin: httpcore's pool looks at every connection it holds on
+        # each request, so one pool for every endpoint made many endpoints slow each other down.
+        self.clients: OrderedDict[str, _Client] = OrderedDict()
+        self.tls = httpx.create_ssl_context()  # one for all: each client would load the CA bundle
 
     async def close(self) -> None:
-        await self.client.aclose()
+        for client in self.clients.values():
+            await client.http.aclose()
+        self.clients.clear()
+
+    def _client(self, origin: str) -> _Client:
+        client = self.clients.get(origin)
+        if client is None:
+            client = self.clients[origin] = _Client(httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 5.0)),
+                follow_redirects=False, verify=self.tls,
+                limits=httpx.Limits(max_connections=PER_ORIGIN_CONNECTIONS,
+                                    max_keepalive_connections=PER_ORIGIN_CONNECTIONS)))
+            self._close_idle()
+        self.clients.move_to_end(origin)
+        return client
+
+    def _close_idle(self) -> None:
+        """Beyond MAX_CLIENTS, the least recently used clients with nothing in flight go."""
+        for origin in list(self.clients):
+            if len(self.clients) <= MAX_CLIENTS:
+                return
+            if not self.clients[origin].in_flight:
+                idle = self.clients.pop(origin)
+                asyncio.ensure_future(idle.http.aclose())
 
     async def attempt(self, url: str, body: bytes, firing_id: str, secret: str | None,
                       headers: dict[str, str], number: int) -> AttemptResult:
@@ -97,7 +133,13 @@ class HttpDelivery:
         signed = delivery_headers(firing_id, int(time.time()), body, secret, headers)
         signed["Host"] = host_header
         extensions = {"sni_hostname": server_name} if server_name else {}
-        return await self.client.post(target, content=body, headers=signed, extensions=extensions)
+        parts = urlsplit(target)
+        client = self._client(f"{parts.scheme}://{parts.netloc}|{host_header}")
+        client.in_flight += 1
+        try:
+            return await client.http.post(target, content=body, headers=signed, extensions=extensions)
+        finally:
+            client.in_flight -= 1
 
     async def _pinned(self, url: str) -> tuple[str, str, str | None]:
         """(URL with the checked IP as host, Host header, TLS server name)."""
