@@ -87,8 +87,7 @@ def build(settings: Settings) -> TriggerApp:
         """The clock's pass: fires what is due once a partition has no backlog left."""
         if not (app.may_evaluate() and app.settled()):
             return
-        if timer_store.generation != app.consumer_generation_id:
-            await timer_store.rebuild(app.consumer_generation_id)
+        if await timer_store.refresh(app.consumer_generation_id):
             swept.clear()  # partitions may have come from another worker
         in_use = app.catalogs.triggers.index.aggregate_ids
         if swept != {in_use}:
@@ -153,8 +152,7 @@ def build(settings: Settings) -> TriggerApp:
         """The clock's pass over waiting deliveries: starts those due, as slots and rates allow."""
         if not (app.may_evaluate() and app.settled()):
             return
-        if delivery_store.generation != app.consumer_generation_id:
-            await delivery_store.rebuild(app.consumer_generation_id)
+        await delivery_store.refresh(app.consumer_generation_id)
         dispatcher.pump_all()
 
     journey_events = JourneyEvents(enrollments, publisher, settings.partitions, action_counters, clock)

@@ -71,6 +71,14 @@ class DueIndex(Generic[Lane]):
     def due_count(self, now_ms: int) -> int:
         return sum(1 for heap in self.heaps.values() for due, _ in heap if due <= now_ms)
 
+    async def refresh(self, generation: int) -> bool:
+        """Rebuild the index if it was built for another consumer generation (a rebalance
+        happened since); True when it did."""
+        if self.generation == generation:
+            return False
+        await self.rebuild(generation)
+        return True
+
     async def rebuild(self, generation: int) -> None:
         """Index every partition this worker owns, from the recovered local store. Every
         rebalance revokes all partitions (faust's eager protocol), and a partition may have

@@ -85,6 +85,7 @@ class HttpDelivery:
         # One client per pinned origin: httpcore's pool looks at every connection it holds on
         # each request, so one pool for every endpoint made many endpoints slow each other down.
         self.clients: OrderedDict[str, _Client] = OrderedDict()
+        self._closing: set[asyncio.Future[None]] = set()
         self.tls = httpx.create_ssl_context()  # one for all: each client would load the CA bundle
 
     async def close(self) -> None:
@@ -110,8 +111,9 @@ class HttpDelivery:
             if len(self.clients) <= MAX_CLIENTS:
                 return
             if not self.clients[origin].in_flight:
-                idle = self.clients.pop(origin)
-                asyncio.ensure_future(idle.http.aclose())
+                closing = asyncio.ensure_future(self.clients.pop(origin).http.aclose())
+                self._closing.add(closing)  # a task nothing refers to may be collected mid-run
+                closing.add_done_callback(self._closing.discard)
 
     async def attempt(self, url: str, body: bytes, firing_id: str, secret: str | None,
                       headers: dict[str, str], number: int) -> AttemptResult:
