@@ -6,6 +6,7 @@ simpleeval gives; anything else, and any evaluation that raises, goes through si
 from __future__ import annotations
 
 import ast
+import gc
 import math
 import operator
 import time
@@ -322,7 +323,7 @@ class Budget:
     because time spent waiting (for a CPU, the interpreter lock, the collector of another
     thread) is not the expressions' doing and must not make a condition false."""
 
-    __slots__ = ("_cpu_started", "_deadline", "exhausted", "seconds")
+    __slots__ = ("_cpu_started", "_deadline", "_gc_started", "exhausted", "seconds")
 
     # The thread's CPU time at the start, read from the system at most once a millisecond
     # per thread (asking costs more than a cheap event's whole evaluation): a reading plus
@@ -334,6 +335,7 @@ class Budget:
         self.seconds = seconds = MAX_EVALUATION_SECONDS if seconds is None else seconds
         self.exhausted = False
         self._deadline = (wall := _perf_counter()) + seconds
+        self._gc_started = _collections.seconds
         mark = self._marks.get(thread := _get_ident())
         if mark is not None and wall - mark[0] < 0.001:
             self._cpu_started = mark[1] + (wall - mark[0])
@@ -357,11 +359,31 @@ class Budget:
         return True
 
     def _late(self) -> None:
-        used = time.thread_time() - self._cpu_started
+        # A garbage collection that ran meanwhile is the heap's cost, not the expressions'.
+        used = time.thread_time() - self._cpu_started - (_collections.seconds - self._gc_started)
         if self.exhausted or used > self.seconds:
             self.exhausted = True
             raise EvaluationTimeout(f"stopped after {self.seconds * 1000:g} ms")
         self._deadline = time.perf_counter() + self.seconds - used
+
+
+class _Collections:
+    """The CPU time spent in garbage collections so far (gc.callbacks), which a Budget does
+    not charge: a full collection of a large heap can take longer than the whole budget."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._started
+
+
+_collections = _Collections()
+gc.callbacks.append(_collections)
 
 
 # What simpleeval's check of values passes without looking further (its _PRIMITIVE_TYPES).
