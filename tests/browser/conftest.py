@@ -68,3 +68,4 @@ async def sign_in(page: Page, base_url: str, token: str = TOKEN) -> None:
     await page.goto(f"{base_url}/ui#/signin")
     await page.get_by_label("API token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
+    await page.locator("#who", has_text="Signed in").wait_for()
