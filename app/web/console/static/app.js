@@ -362,7 +362,7 @@ async function editorPage(triggerId) {
       <div class="grid">
         <div class="field"><label for="bt-from">From (UTC)</label><input id="bt-from" type="datetime-local"></div>
         <div class="field"><label for="bt-to">To (UTC)</label><input id="bt-to" type="datetime-local"></div>
-        <div class="field"><label for="bt-max">Most events to read</label><input id="bt-max" type="number" min="1" value="100000"></div>
+        <div class="field"><label for="bt-max">Most events to read</label><input id="bt-max" type="number" min="1" max="1000000" value="100000"></div>
       </div>
       <div class="actions"><button type="button" id="run-backtest">Run backtest</button></div>
       <div id="backtest-result" aria-live="polite"></div>
@@ -376,9 +376,10 @@ async function editorPage(triggerId) {
   const editor = new Editor(original);
   editor.fill(original || {id: "", source: "streaming", eventType: "", conditions: [""], priority: 50,
     cooldownMinutes: 0, enabled: true, action: {type: "webhook"}});
-  const now = new Date();
-  document.getElementById("bt-to").value = now.toISOString().slice(0, 16);
-  document.getElementById("bt-from").value = new Date(now.getTime() - 7 * 86400000).toISOString().slice(0, 16);
+  // The last seven days, up to the next whole minute (the inputs have no seconds).
+  const to = new Date(Math.ceil((Date.now() + 1) / 60000) * 60000);
+  document.getElementById("bt-to").value = to.toISOString().slice(0, 16);
+  document.getElementById("bt-from").value = new Date(to.getTime() - 7 * 86400000).toISOString().slice(0, 16);
   if (editing) editor.loadSample();
 }
 
@@ -756,9 +757,9 @@ async function historyPage(triggerId) {
     <thead><tr><th scope="col">Version</th><th scope="col">At</th><th scope="col">By</th><th scope="col">Change</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
     <tbody>${versions.slice().reverse().map((v) => `<tr data-version="${v.version}">
       <td>${v.version}${v.version === latest ? ' <span class="badge state-live">current</span>' : ""}</td>
-      <td>${esc(v.at)}</td><td>${esc(v.actor)}</td><td>${v.after === null ? "deleted" : (v.before === null ? "created" : "changed")}</td>
+      <td>${esc(v.at)}</td><td>${esc(v.actor)}</td><td>${changeOf(v)}</td>
       <td><button type="button" class="secondary" data-diff="${v.version}">Show diff</button>
-      ${v.version !== latest && v.after !== null ? `<button type="button" data-rollback="${v.version}">Roll back to version ${v.version}</button>` : ""}</td></tr>`).join("")}
+      ${v.version !== latest && v.after !== null && !v.errors ? `<button type="button" data-rollback="${v.version}">Roll back to version ${v.version}</button>` : ""}</td></tr>`).join("")}
     </tbody></table>`;
   box.addEventListener("click", async (event) => {
     const diffOf = event.target.dataset.diff, rollTo = event.target.dataset.rollback;
@@ -772,6 +773,12 @@ async function historyPage(triggerId) {
     }
   });
   showDiff(versions[versions.length - 1]);
+}
+
+function changeOf(version) {
+  if (version.errors) return "rejected: " + esc(version.errors.join("; "));
+  if (version.after === null) return "deleted";
+  return version.before === null ? "created" : "updated";
 }
 
 function showDiff(version) {
