@@ -809,7 +809,23 @@ function lineDiff(a, b) {
     else if (j < m && (i === n || lcs[i][j + 1] >= lcs[i + 1][j])) { rows.push(["added", null, b[j++]]); }
     else { rows.push(["removed", a[i++], null]); }
   }
-  return rows;
+  return paired(rows);
+}
+
+// Removed lines followed by added ones become changed lines, side by side on one row each.
+function paired(rows) {
+  const out = [];
+  for (let k = 0; k < rows.length;) {
+    if (rows[k][0] !== "removed") { out.push(rows[k++]); continue; }
+    const removed = [], added = [];
+    while (k < rows.length && rows[k][0] === "removed") removed.push(rows[k++][1]);
+    while (k < rows.length && rows[k][0] === "added") added.push(rows[k++][2]);
+    for (let n = 0; n < Math.max(removed.length, added.length); n++) {
+      const left = n < removed.length ? removed[n] : null, right = n < added.length ? added[n] : null;
+      out.push([left !== null && right !== null ? "changed" : (left !== null ? "removed" : "added"), left, right]);
+    }
+  }
+  return out;
 }
 
 // -- activity ------------------------------------------------------------------------------
@@ -885,6 +901,10 @@ async function loadActivity(view, kind, trigger, customer) {
 
 // -- start ---------------------------------------------------------------------------------
 
+document.getElementById("skip").addEventListener("click", (event) => {
+  event.preventDefault();  // the hash is the page's route: move the focus instead
+  main.focus();
+});
 document.getElementById("signout").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
   showSignIn("Signed out.");
