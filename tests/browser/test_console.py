@@ -221,6 +221,38 @@ async def test_rollback_restores_a_version(console: Deployment, page: Page, scre
     assert restored["priority"] == 40
 
 
+async def test_a_shadow_trigger_shows_its_state_and_its_shadow_firings(console: Deployment, page: Page,
+                                                                        screenshots: Path) -> None:
+    trigger_id, event_type, customer = unique("shadow"), unique("browse"), unique("c")
+    await sign_in(page, console.workers[0].url)
+    await page.goto(f"{console.workers[0].url}/ui#/new")
+    await page.get_by_label("Trigger id").fill(trigger_id)
+    await page.get_by_label("Event type").fill(event_type)
+    await page.get_by_label("Update customer attributes").check()
+    await page.get_by_label("Attributes (JSON object: column → expression)").fill('{"browsed": "event.type"}')
+    await page.get_by_label("Mode").select_option("shadow")
+    await expect(page.locator("#validity")).to_have_text("Valid")
+    await page.get_by_role("button", name="Save and publish").click()
+    await expect(page.locator("#save-status")).to_contain_text("Saved")
+    assert (await published(console, trigger_id))["mode"] == "shadow"
+
+    await page.goto(f"{console.workers[0].url}/ui#/triggers")
+    await page.get_by_label("Search").fill(trigger_id)
+    await page.get_by_label("State").select_option("shadow")
+    await expect(page.locator("#trigger-table tbody tr")).to_have_count(1)
+    await expect(page.locator("#trigger-table tbody tr")).to_contain_text("shadow")
+
+    await console.send_event({"type": event_type, "customerId": customer})
+    await page.goto(f"{console.workers[0].url}/ui#/activity?kind=shadow&trigger={trigger_id}")
+    row = page.locator("#activity-table tbody tr", has_text=customer)
+    deadline = time.monotonic() + 30
+    while await row.count() == 0 and time.monotonic() < deadline:
+        await page.get_by_role("button", name="Show").click()
+        await page.wait_for_timeout(500)
+    await expect(row).to_contain_text("update_attribute")
+    await shot(page, screenshots, "activity-shadow")
+
+
 async def test_a_dead_letter_is_replayed_from_the_activity_view(console: Deployment, page: Page,
                                                                screenshots: Path) -> None:
     trigger_id, event_type, customer = unique("hook"), unique("signup"), unique("c")
