@@ -185,37 +185,46 @@ async function listPage() {
         <th scope="col">Last change</th><th scope="col"><span class="sr-only">Links</span></th></tr></thead>
       <tbody></tbody>
     </table></div>`);
-  const [list, counts] = await Promise.all([api("GET", "/triggers"), api("GET", "/activity/counts")]);
+  // The definitions first; the firing counts (read from a topic, slower) fill in when they come.
+  const counting = api("GET", "/activity/counts");
+  const list = await api("GET", "/triggers");
   if (stale(view)) return;
   if (!list.ok) throw new Error(apiError(list));
-  const rows = toRows(list.data, counts.ok ? counts.data : {counts: {}, complete: false});
-  const render = () => renderRows(rows, counts.ok && counts.data.complete);
+  const rows = toRows(list.data);
+  let counts = null;
+  const render = () => renderRows(rows, counts);
   for (const id of ["f-search", "f-band", "f-source", "f-action", "f-state"]) {
     document.getElementById(id).addEventListener("input", render);
   }
   render();
+  document.getElementById("trigger-table").dataset.readyMs = performance.now().toFixed(0);
+  const answer = await counting;
+  if (stale(view)) return;
+  counts = answer.ok ? answer.data : {counts: {}, complete: false, failed: apiError(answer)};
+  for (const row of rows) row.firings = counts.counts[row.id] || 0;
+  render();
 }
 
-function toRows(data, counts) {
+function toRows(data) {
   const rows = (data.triggers || []).map((t) => {
     const state = t.enabled === false ? "disabled" : (t.mode === "shadow" ? "shadow" : "live");
     return {
       id: t.id, name: t.name || "", source: t.source, eventType: t.eventType, state, reason: "",
       priority: t.priority, band: band(t.priority), action: (t.action || {}).type || "",
-      firings: (counts.counts || {})[t.id] || 0, changedAt: t.changedAt || "", actor: t.actor || "",
+      firings: null, changedAt: t.changedAt || "", actor: t.actor || "",
       version: t.version,
       text: [t.id, t.name, t.eventType, t.source].join(" ").toLowerCase(),
     };
   });
   for (const [id, errors] of Object.entries(data.rejected || {})) {
     rows.push({id, name: "", source: "", eventType: "", state: "rejected", reason: errors.join("; "),
-      priority: null, band: "", action: "", firings: (counts.counts || {})[id] || 0, changedAt: "", actor: "",
+      priority: null, band: "", action: "", firings: null, changedAt: "", actor: "",
       text: id.toLowerCase()});
   }
   return rows;
 }
 
-function renderRows(rows, countsComplete) {
+function renderRows(rows, counts) {
   const started = performance.now();
   const search = document.getElementById("f-search").value.trim().toLowerCase();
   const want = {band: document.getElementById("f-band").value, source: document.getElementById("f-source").value,
@@ -232,7 +241,7 @@ function renderRows(rows, countsComplete) {
     const priority = r.priority === null ? "" : `${r.priority} <span class="badge band-${r.band}">${r.band}</span>`;
     const change = r.changedAt ? `${esc(r.changedAt.replace("T", " ").slice(0, 19))}<br><span class="id">${esc(r.actor)}</span>` : "";
     return `<tr><td>${name}</td><td>${esc(r.source)}${r.eventType ? " / " + esc(r.eventType) : ""}</td><td>${state}</td>`
-      + `<td>${priority}</td><td>${esc(r.action)}</td><td class="num">${r.firings}</td><td>${change}</td>`
+      + `<td>${priority}</td><td>${esc(r.action)}</td><td class="num">${r.firings === null ? "…" : r.firings}</td><td>${change}</td>`
       + `<td><a href="#/history/${id}">History</a> · <a href="#/activity?trigger=${id}">Activity</a></td></tr>`;
   });
   const table = document.getElementById("trigger-table");
@@ -240,8 +249,11 @@ function renderRows(rows, countsComplete) {
   const elapsed = performance.now() - started;
   table.dataset.renderMs = elapsed.toFixed(1);
   table.dataset.rows = String(shown.length);
+  table.dataset.counted = String(counts !== null);
   document.getElementById("list-summary").textContent =
-    `${shown.length} of ${rows.length} triggers` + (countsComplete ? "" : " (firing counts may be short)")
+    `${shown.length} of ${rows.length} triggers`
+    + (counts === null ? " · counting firings…" : (counts.failed ? " · firing counts unavailable: " + counts.failed
+      : (counts.complete ? "" : " · firing counts may be short")))
     + ` · rendered in ${elapsed.toFixed(0)} ms`;
 }
 
