@@ -18,13 +18,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 @pytest.fixture(scope="module")
 async def open_console(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
-    deployment = await start_deployment(kafka_bootstrap, tmp_path_factory.mktemp("open-console"), partitions=2)
+    """Two workers without a token: each owns one of the two partitions."""
+    deployment = await start_deployment(kafka_bootstrap, tmp_path_factory.mktemp("open-console"), workers=2,
+                                        partitions=2)
     yield deployment
     deployment.stop()
 
 
-async def call(console: Deployment, method: str, path: str, body: Any = None) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=console.workers[0].url, timeout=30) as client:
+async def call(console: Deployment, method: str, path: str, body: Any = None, worker: int = 0) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=console.workers[worker].url, timeout=30) as client:
         return await client.request(method, path, json=body)
 
 
@@ -117,3 +119,21 @@ async def test_an_event_dead_letter_is_replayed_to_its_topic(open_console: Deplo
     again = await open_console.kafka.read(open_console.topics.streaming,
                                           until=lambda rs: sum(1 for r in rs if r.key == customer) >= 2)
     assert sum(1 for r in again if r.key == customer) == 2
+
+
+async def test_every_worker_counts_and_lists_the_firings_of_all_partitions(open_console: Deployment) -> None:
+    trigger_id, event_type = "count-" + uuid.uuid4().hex[:8], "tap-" + uuid.uuid4().hex[:8]
+    await open_console.put_definition(valid(trigger_id, eventType=event_type))
+    customers = [f"c-{n}-{uuid.uuid4().hex[:4]}" for n in range(8)]  # keys spread over both partitions
+    for customer in customers:
+        await open_console.send_event({"type": event_type, "customerId": customer, "amount": 1})
+    firings = await open_console.firings(len(customers), lambda f: f["triggerId"] == trigger_id)
+    assert {f["customerId"] for f in firings} == set(customers)
+    partitions = {r.partition for r in await open_console.kafka.read(open_console.topics.firings, timeout=2)
+                  if r.raw is not None and r.value.get("triggerId") == trigger_id}
+    assert partitions == {0, 1}, "the test needs firings on both workers' partitions"
+    for worker in (0, 1):
+        counts = (await call(open_console, "GET", "/activity/counts", worker=worker)).json()
+        assert counts["counts"][trigger_id] == len(customers) and counts["complete"] is True
+        listed = (await call(open_console, "GET", f"/activity?kind=firings&trigger={trigger_id}", worker=worker)).json()
+        assert sorted(r["value"]["customerId"] for r in listed["records"]) == sorted(customers)
