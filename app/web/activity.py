@@ -250,15 +250,18 @@ def _replay_request(body: Any, dead_letter_topics: set[str]) -> list[tuple[str, 
         raise ApiError(400, f"records: between 1 and {MAX_REPLAY} dead letters")
     wanted = []
     for index, item in enumerate(records):
-        if not isinstance(item, dict) or not isinstance(item.get("topic"), str) \
-                or not all(isinstance(item.get(n), int) and not isinstance(item.get(n), bool) and item[n] >= 0
-                           for n in ("partition", "offset")):
+        if not (isinstance(item, dict) and isinstance(item.get("topic"), str)
+                and _natural(item.get("partition")) and _natural(item.get("offset"))):
             raise ApiError(400, f"records[{index}]: expected {{\"topic\": str, \"partition\": int, \"offset\": int}}")
         if item["topic"] not in dead_letter_topics:
             raise ApiError(400, f"records[{index}].topic: {item['topic'][:128]!r} is not a dead-letter topic "
                                 f"({', '.join(sorted(dead_letter_topics))})")
         wanted.append((item["topic"], item["partition"], item["offset"]))
     return wanted
+
+
+def _natural(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 async def _republish(app: TriggerApp, action: Replay, headers: list[tuple[str, bytes]]) -> None:
