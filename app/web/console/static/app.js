@@ -184,22 +184,25 @@ async function listPage() {
         <th scope="col">Priority</th><th scope="col">Action</th><th scope="col">Firings (1 h)</th>
         <th scope="col">Last change</th><th scope="col"><span class="sr-only">Links</span></th></tr></thead>
       <tbody></tbody>
-    </table></div>`);
+    </table></div>
+    <p><button type="button" id="show-all" class="secondary" hidden></button></p>`);
   // The definitions first; the firing counts (read from a topic, slower) fill in when they come.
-  const counting = api("GET", "/activity/counts");
+  const counting = api("GET", "/activity/counts").catch(() => null);  // a 401 has shown the sign-in
   const list = await api("GET", "/triggers");
   if (stale(view)) return;
   if (!list.ok) throw new Error(apiError(list));
   const rows = toRows(list.data);
   let counts = null;
-  const render = () => renderRows(rows, counts);
+  let limit = LIST_PAGE;
+  const render = () => renderRows(rows, counts, limit);
+  document.getElementById("show-all").addEventListener("click", () => { limit = Infinity; render(); });
   for (const id of ["f-search", "f-band", "f-source", "f-action", "f-state"]) {
     document.getElementById(id).addEventListener("input", render);
   }
   render();
   document.getElementById("trigger-table").dataset.readyMs = performance.now().toFixed(0);
   const answer = await counting;
-  if (stale(view)) return;
+  if (answer === null || stale(view)) return;
   counts = answer.ok ? answer.data : {counts: {}, complete: false, failed: apiError(answer)};
   for (const row of rows) row.firings = counts.counts[row.id] || 0;
   render();
@@ -224,7 +227,10 @@ function toRows(data) {
   return rows;
 }
 
-function renderRows(rows, counts) {
+// Rows put on the page at once; the rest on "Show all" (filters and search cover every row).
+const LIST_PAGE = 200;
+
+function renderRows(rows, counts, limit) {
   const started = performance.now();
   const search = document.getElementById("f-search").value.trim().toLowerCase();
   const want = {band: document.getElementById("f-band").value, source: document.getElementById("f-source").value,
@@ -232,7 +238,7 @@ function renderRows(rows, counts) {
   const shown = rows.filter((r) => (!search || r.text.includes(search))
     && (!want.band || r.band === want.band) && (!want.source || r.source === want.source)
     && (!want.action || r.action === want.action) && (!want.state || r.state === want.state));
-  const html = shown.map((r) => {
+  const html = shown.slice(0, limit).map((r) => {
     const id = encodeURIComponent(r.id);
     const name = r.name ? `<a href="#/edit/${id}">${esc(r.name)}</a><br><span class="id">${esc(r.id)}</span>`
       : `<a href="#/edit/${id}">${esc(r.id)}</a>`;
@@ -249,18 +255,19 @@ function renderRows(rows, counts) {
   const elapsed = performance.now() - started;
   table.dataset.renderMs = elapsed.toFixed(1);
   table.dataset.rows = String(shown.length);
+  table.dataset.rendered = String(html.length);
+  const more = document.getElementById("show-all");
+  more.hidden = html.length >= shown.length;
+  more.textContent = `Show all ${shown.length} (${shown.length - html.length} more)`;
   table.dataset.counted = String(counts !== null);
   document.getElementById("list-summary").textContent =
-    `${shown.length} of ${rows.length} triggers`
+    `${shown.length} of ${rows.length} triggers` + (html.length < shown.length ? `, the first ${html.length} shown` : "")
     + (counts === null ? " · counting firings…" : (counts.failed ? " · firing counts unavailable: " + counts.failed
       : (counts.complete ? "" : " · firing counts may be short")))
     + ` · rendered in ${elapsed.toFixed(0)} ms`;
 }
 
 // -- editor --------------------------------------------------------------------------------
-
-const JSON_FIELDS = ["filters", "delay", "cancelOn", "aggregates", "schedule", "limit",
-  "action.payload", "action.headers", "action.attributes"];
 
 function fieldId(field) { return "fld-" + field.replace(/[^A-Za-z0-9]/g, "-"); }
 
@@ -920,6 +927,10 @@ document.getElementById("skip").addEventListener("click", (event) => {
 document.getElementById("signout").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
   showSignIn("Signed out.");
+});
+// A 401 met by a background call (validation as you type) has already shown the sign-in.
+window.addEventListener("unhandledrejection", (event) => {
+  if (event.reason instanceof SignInNeeded) event.preventDefault();
 });
 window.addEventListener("hashchange", route);
 route();
