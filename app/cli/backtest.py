@@ -102,9 +102,12 @@ async def _run(settings: Settings, topics: Topics, trigger: CompiledTrigger, sta
         bar.total = min(count, max_events) if max_events else count
         bar.refresh()
 
+    def advanced(count: int) -> None:
+        bar.update(count)
+
     try:
-        return await run_backtest(settings, topics, trigger, start, end, max_events, total, bar.update,
-                                  interrupted.is_set)
+        return await run_backtest(settings, topics, trigger, start, end, max_events, total,
+                                  advanced, interrupted.is_set)
     except KafkaError as exc:
         where = settings.kafka_bootstrap_servers
         raise BacktestRefused([f"Kafka at {where}: {type(exc).__name__}: {exc}"], 1) from None
