@@ -16,13 +16,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from app.backtest.offsets import offsets_for_time
 from app.domain.backtest import Backtest, event_types_read, may_matter, reads_customer, relevant_needles
 from app.domain.definitions import CompiledTrigger
 from app.domain.intake import load_json, parse_cdc_event, parse_event
-from app.domain.models import Event, Source
+from app.domain.models import ActionCommand, Event, Source
 from app.domain.schema import CUSTOMERS
 from app.domain.timers import to_millis
 from app.errors import MalformedEvent
+from app.kafka.end_offsets import confirmed_end_offsets
 from app.registry.reader import at_end, rewind
 from app.settings import Settings
 from app.topics import Topics
@@ -63,14 +65,15 @@ def source_topics(topics: Topics, trigger: CompiledTrigger) -> dict[str, Source]
 async def run_backtest(settings: Settings, topics: Topics, trigger: CompiledTrigger, start: datetime,
                        end: datetime, max_events: int = 0, on_total: Progress | None = None,
                        on_progress: Progress | None = None,
-                       should_stop: Callable[[], bool] = lambda: False) -> Outcome:
+                       should_stop: Callable[[], bool] = lambda: False,
+                       on_firing: Callable[[ActionCommand], None] | None = None) -> Outcome:
     """Decide `trigger` over [start, end). `max_events` 0: no limit. `on_progress` gets the
     records handled since its last call; `should_stop` ends the run early (its report is
     partial, `interrupted`)."""
     started = time.perf_counter()
     rows, rows_note = await _customer_rows(settings, trigger)
     start_ms, end_ms = to_millis(start), to_millis(end)
-    backtest = Backtest(trigger, start_ms, end_ms, rows.get)
+    backtest = Backtest(trigger, start_ms, end_ms, rows.get, on_firing)
     reader = _RangeReader(settings, source_topics(topics, backtest.trigger), backtest, max_events)
     await reader.open(start_ms, end_ms)
     try:
@@ -113,12 +116,15 @@ class _RangeReader:
                       for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             return
-        firsts = await consumer.offsets_for_times({tp: start_ms for tp in partitions})
-        lasts = await consumer.offsets_for_times({tp: end_ms for tp in partitions})
-        ends = await consumer.end_offsets(partitions)
+        begins = await consumer.beginning_offsets(partitions)
+        bootstrap = self.settings.bootstrap_list
+        ends = await confirmed_end_offsets(
+            lambda: AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False),
+            await consumer.end_offsets(partitions))
+        firsts = await offsets_for_time(bootstrap, partitions, start_ms, begins, ends)
+        lasts = await offsets_for_time(bootstrap, partitions, end_ms, begins, ends)
         for tp in partitions:
-            first = firsts[tp].offset if firsts[tp] is not None else ends[tp]
-            last = lasts[tp].offset if lasts[tp] is not None else ends[tp]
+            first, last = firsts[tp], lasts[tp]
             if first < last:
                 self.ranges[tp] = (first, last)
                 self.buffers[tp] = deque()

@@ -85,7 +85,9 @@ class Backtest:
     aggregates' bounded windows (docs/timers.md)."""
 
     def __init__(self, trigger: CompiledTrigger, start_ms: int, end_ms: int,
-                 rows: Callable[[str], CustomerRow] = lambda customer_id: None) -> None:
+                 rows: Callable[[str], CustomerRow] = lambda customer_id: None,
+                 on_firing: Callable[[ActionCommand], None] | None = None) -> None:
+        self.on_firing = on_firing  # each would-be firing, for callers that want them all
         self.trigger = backtestable(trigger)
         self.index = DefinitionIndex()
         self.index.put(self.trigger)
@@ -242,6 +244,8 @@ class Backtest:
         self.per_band[priority_band(command.priority)] += 1
         if len(self.samples) < MAX_SAMPLES:
             self.samples.append(command.to_json())
+        if self.on_firing is not None:
+            self.on_firing(command)
 
     # -- the report ------------------------------------------------------------------------------
 
