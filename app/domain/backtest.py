@@ -105,7 +105,7 @@ class Backtest:
         self.suppressed: Counter[str] = Counter({"trigger_limit": 0})
         self.per_day: Counter[str] = Counter()
         self.per_band: Counter[str] = Counter({band: 0 for band in BANDS})
-        self.samples: list[dict[str, Any]] = []
+        self._samples: list[tuple[tuple[int, str], dict[str, Any]]] = []
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -242,8 +242,11 @@ class Backtest:
         self.counts["wouldFire"] += 1
         self.per_day[datetime.fromtimestamp(at_ms / 1000, tz=UTC).date().isoformat()] += 1
         self.per_band[priority_band(command.priority)] += 1
-        if len(self.samples) < MAX_SAMPLES:
-            self.samples.append(command.to_json())
+        # The earliest firings (by time, then id): the same whichever partition was read first.
+        rank = (at_ms, command.firing_id)
+        if len(self._samples) < MAX_SAMPLES or rank < self._samples[-1][0]:
+            self._samples = sorted([*self._samples, (rank, command.to_json())], key=lambda sample: sample[0])
+            del self._samples[MAX_SAMPLES:]
         if self.on_firing is not None:
             self.on_firing(command)
 
@@ -263,7 +266,7 @@ class Backtest:
             "perDay": [{"day": day.isoformat(), "firings": self.per_day.get(day.isoformat(), 0)}
                        for day in day_range(self.start_ms, self.end_ms)],
             "perBand": dict(self.per_band),
-            "samples": list(self.samples),
+            "samples": [sample for _rank, sample in self._samples],
             "truncated": truncated,
             "seconds": round(seconds, 3),
         }

@@ -3,11 +3,13 @@ over HTTP and in process — the same firings, and nothing produced anywhere."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,6 +94,19 @@ async def end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
+async def quiet(bootstrap: str, timeout: float = 120.0) -> None:
+    """Until no topic's end offset moves for 3 seconds."""
+    deadline = time.monotonic() + timeout
+    last = await end_offsets(bootstrap)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(3)
+        now = await end_offsets(bootstrap)
+        if now == last:
+            return
+        last = now
+    raise AssertionError("the worker kept producing")
+
+
 def cli(bootstrap: str, topics: Topics, app_id: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TRIGGERS_TOPIC_PREFIX": topics.prefix,
            "TRIGGERS_PARTITIONS": str(PARTITIONS), "TRIGGERS_APP_ID": app_id}
@@ -127,6 +142,7 @@ async def decided(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
         await worker.wait_for(settled, timeout=180, what="every event handled, every delayed firing decided")
         records = await deployment.kafka.read(topics.firings, settle=2, timeout=10)
         suppressed = await deployment.kafka.read(topics.suppressed, settle=0.5, timeout=5)
+        await quiet(kafka_bootstrap)  # the actions performed too: nothing the worker writes any more
         live = {"firingIds": {r.value["firingId"] for r in records if r.value["triggerId"] == TRIGGER_ID},
                 "suppressed": len({r.value["firingId"] for r in suppressed if r.value["reason"] == "trigger_limit"})}
         yield {"settings": settings, "topics": topics, "app_id": app_id, "worker": worker, "start": start,
@@ -188,7 +204,8 @@ async def test_bad_input_is_refused_with_a_clear_message_and_no_traceback(
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({**TRIGGER, "priority": 500, "conditions": ["event.amount >>> 1"]}))
     cases = [
-        ((TRIGGER_ID, "--from", "2026-11-02", "--to", "2026-11-01"), 2, "--from (2026-11-02T00:00:00+00:00) must be before --to"),
+        ((TRIGGER_ID, "--from", "2026-11-02", "--to", "2026-11-01"), 2,
+         "--from (2026-11-02T00:00:00+00:00) must be before --to"),
         ((TRIGGER_ID, "--from", "yesterday", "--to", "now"), 2, "--from: 'yesterday' is not a time"),
         (("no-such-trigger", "--from", "-1d", "--to", "now"), 2, "no trigger 'no-such-trigger'"),
         ((str(broken), "--from", "-1d", "--to", "now"), 1, "priority"),
