@@ -48,6 +48,7 @@ class Outcome:
     total: int  # records in the range, over every topic-partition read
     interrupted: bool
     rows: str  # how customer rows were found, for the text report
+    details: dict[str, int]  # counts the JSON report leaves out: cancelled, droppedAtDue, malformed
 
 
 @lru_cache(maxsize=4096)
@@ -84,7 +85,9 @@ async def run_backtest(settings: Settings, topics: Topics, trigger: CompiledTrig
         await reader.close()
     backtest.finish()
     report = backtest.report(reader.handled, reader.truncated, time.perf_counter() - started)
-    return Outcome(report, reader.total, interrupted, rows_note)
+    details = {name: backtest.counts[name] for name in ("scheduled", "cancelled", "droppedAtDue", "droppedPending",
+                                                          "malformed", "conditionErrors")}
+    return Outcome(report, reader.total, interrupted, rows_note, details)
 
 
 class _RangeReader:

@@ -117,7 +117,7 @@ async def _run(settings: Settings, topics: Topics, trigger: CompiledTrigger, sta
 
 
 def text_report(outcome: Outcome, topics_read: list[str], max_events: int) -> str:
-    r = outcome.report
+    r, d = outcome.report, outcome.details
     lines = [f"backtest of {r['triggerId']} from {r['from']} to {r['to']} (UTC) on {', '.join(topics_read)}"]
     if outcome.interrupted:
         lines.append(f"INTERRUPTED: a partial report, over the first {r['eventsRead']:,} events")
@@ -131,6 +131,11 @@ def text_report(outcome: Outcome, topics_read: list[str], max_events: int) -> st
         f"  cooled down   {r['cooledDown']:>12,}",
         *(f"  suppressed    {count:>12,}  ({reason})" for reason, count in r["suppressed"].items()),
         f"  pending       {r['pending']:>12,}  (delayed firings due after --to: not counted as fired)",
+        *([f"  delayed       {d['scheduled']:>12,}  scheduled; {d['cancelled']:,} cancelled by cancelOn, "
+           f"{d['droppedAtDue']:,} no longer matching at the due time"] if d["scheduled"] else []),
+        *([f"  malformed     {d['malformed']:>12,}  (a worker dead-letters them)"] if d["malformed"] else []),
+        *([f"  cond. errors  {d['conditionErrors']:>12,}  (a condition failed to evaluate: false)"]
+          if d["conditionErrors"] else []),
         f"  customer rows  {outcome.rows}",
         "  policies       not applied (contact policies count every trigger's firings; see docs/contract.md)",
         "per day (UTC):",

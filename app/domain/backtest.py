@@ -21,6 +21,7 @@ from app.domain.definitions import CompiledTrigger
 from app.domain.engine import CustomerRow, Evaluation, evaluate, evaluate_due
 from app.domain.matching import WILDCARD, DefinitionIndex
 from app.domain.models import ActionCommand, Event, Source, TriggerLimit, priority_band
+from app.domain.secrets import MASK, mask_url
 from app.domain.timers import PendingFiring, to_millis
 
 MAX_SAMPLES = 20
@@ -245,7 +246,7 @@ class Backtest:
         # The earliest firings (by time, then id): the same whichever partition was read first.
         rank = (at_ms, command.firing_id)
         if len(self._samples) < MAX_SAMPLES or rank < self._samples[-1][0]:
-            self._samples = sorted([*self._samples, (rank, command.to_json())], key=lambda sample: sample[0])
+            self._samples = sorted([*self._samples, (rank, sample_of(command))], key=lambda sample: sample[0])
             del self._samples[MAX_SAMPLES:]
         if self.on_firing is not None:
             self.on_firing(command)
@@ -270,6 +271,21 @@ class Backtest:
             "truncated": truncated,
             "seconds": round(seconds, 3),
         }
+
+
+def sample_of(command: ActionCommand) -> dict[str, Any]:
+    """A firing as a sample shows it: its action's secret, header values and the secrets in its
+    URLs masked, as every read of a definition masks them."""
+    sample = command.to_json()
+    action = dict(sample["action"])
+    if "secret" in action:
+        action["secret"] = MASK
+    if isinstance(action.get("headers"), dict):
+        action["headers"] = {name: MASK for name in action["headers"]}
+    for name in ("url", "deliveryUrl"):
+        if isinstance(action.get(name), str):
+            action[name] = mask_url(action[name])
+    return {**sample, "action": action}
 
 
 def _iso(millis: int) -> str:

@@ -159,3 +159,11 @@ def test_the_reader_skips_only_events_that_cannot_matter() -> None:
     assert may_matter(b'{"type": "purch\\u0061se", "customerId": "c1"}', needles)  # an escape may hide it
     assert relevant_needles(trigger(eventType="*"), Source.STREAMING) is None
     assert relevant_needles(definition, Source.CDC) is None
+
+
+def test_samples_mask_the_actions_secrets() -> None:
+    hook = trigger(action={"type": "webhook", "url": "https://user:pw@hooks.example/h?token=abc",
+                           "secret": "s3cret", "headers": {"Authorization": "Bearer xyz"}})
+    action = run(hook, event("e1", 0))["samples"][0]["action"]
+    assert "s3cret" not in str(action) and "xyz" not in str(action) and "pw@" not in action["url"]
+    assert "abc" not in action["url"] and list(action["headers"]) == ["Authorization"]
