@@ -83,7 +83,7 @@ async def run_backtest(settings: Settings, topics: Topics, trigger: CompiledTrig
         interrupted = await reader.read(on_progress, should_stop)
     finally:
         await reader.close()
-    backtest.finish()
+    backtest.finish(complete=not (interrupted or reader.truncated))
     report = backtest.report(reader.handled, reader.truncated, time.perf_counter() - started)
     details = {name: backtest.counts[name] for name in ("scheduled", "cancelled", "droppedAtDue", "droppedPending",
                                                           "malformed", "conditionErrors")}

@@ -149,13 +149,16 @@ class Backtest:
         if result.scheduled:
             self._schedule(partition, customer_id, result.scheduled)
 
-    def finish(self) -> None:
+    def finish(self, complete: bool = True) -> None:
         """The end of the range: what is due by `end` is decided (live, the clock would pass
-        it); what is due later stays pending and is counted as such."""
-        for heap in self.due.values():
-            while heap and heap[0][0] <= self.end_ms:
+        it); what is due later stays pending and is counted as such. A run stopped early
+        (`complete` False) decides only what the events read have reached, per partition: the
+        rest could still be cancelled by events it did not read."""
+        for partition, heap in self.due.items():
+            until = self.end_ms if complete else min(self.end_ms, self.partition_time.get(partition, NEVER))
+            while heap and heap[0][0] <= until:
                 _, customer_id = heapq.heappop(heap)
-                self._fire_customer(customer_id, self.end_ms)
+                self._fire_customer(customer_id, until)
         self.counts["pending"] = sum(len(record.get("pending", [])) for record in self.pending.values())
 
     # -- state -------------------------------------------------------------------------------------

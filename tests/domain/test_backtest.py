@@ -167,3 +167,12 @@ def test_samples_mask_the_actions_secrets() -> None:
     action = run(hook, event("e1", 0))["samples"][0]["action"]
     assert "s3cret" not in str(action) and "xyz" not in str(action) and "pw@" not in action["url"]
     assert "abc" not in action["url"] and action["headerNames"] == ["Authorization"]
+
+
+def test_a_run_stopped_early_leaves_what_it_did_not_reach_pending() -> None:
+    backtest = Backtest(trigger(delay={"minutes": 30}), to_millis(START), to_millis(END))
+    backtest.handle(0, event("e1", 0))
+    backtest.handle(0, event("e2", 40))  # the partition's time passes e1's due time, not e2's
+    backtest.finish(complete=False)
+    report = backtest.report(2, truncated=True, seconds=0.1)
+    assert (report["wouldFire"], report["pending"], report["truncated"]) == (1, 1, True)
