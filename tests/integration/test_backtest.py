@@ -239,3 +239,9 @@ async def test_http_bad_input_names_the_field(decided: dict[str, Any]) -> None:
             response = await client.post(url, json=body)
             assert response.status_code == status, (body, response.text)
             assert any(message in error for error in response.json()["errors"]), response.json()
+
+        # One backtest at a time per worker: a second one meanwhile is refused, not queued.
+        whole = {"triggerId": TRIGGER_ID, "from": decided["start"].isoformat(), "to": decided["end"].isoformat()}
+        answers = await asyncio.gather(client.post(url, json=whole), client.post(url, json=whole))
+        assert sorted(answer.status_code for answer in answers) == [200, 429], [a.text for a in answers]
+        assert next(a for a in answers if a.status_code == 429).headers["Retry-After"] == "5"
