@@ -245,3 +245,21 @@ async def test_http_bad_input_names_the_field(decided: dict[str, Any]) -> None:
         answers = await asyncio.gather(client.post(url, json=whole), client.post(url, json=whole))
         assert sorted(answer.status_code for answer in answers) == [200, 429], [a.text for a in answers]
         assert next(a for a in answers if a.status_code == 429).headers["Retry-After"] == "5"
+
+
+async def test_conditions_on_customer_see_todays_rows(decided: dict[str, Any], kafka_bootstrap: str) -> None:
+    """Last in this module: it loads a row (so the topics change)."""
+    topics, settings = decided["topics"], decided["settings"]
+    kafka = await KafkaClient(kafka_bootstrap).start()
+    try:
+        await kafka.send(topics.rows, "bt-1", {"table": "customers", "customerId": "bt-1",
+                                               "attributes": {"tier": "gold"}})
+        await kafka.read(f"{decided['app_id']}-rows-changelog", until=lambda records: len(records) >= 1, timeout=30)
+    finally:
+        await kafka.stop()
+    gold = {**TRIGGER, "id": "gold-spender", "conditions": ["event.amount > 500", "customer.tier == 'gold'"]}
+    fired: list[ActionCommand] = []
+    outcome = await run_backtest(settings, topics, compile_definition(gold), decided["start"], decided["end"],
+                                 on_firing=fired.append)
+    assert fired and {command.customer_id for command in fired} == {"bt-1"}
+    assert outcome.rows.startswith("today's (1 customers")
