@@ -198,6 +198,20 @@ async def test_max_events_stops_early_and_says_so(decided: dict[str, Any], kafka
     assert "1,000  of 10,000 in the range (stopped at --max-events 1,000)" in run.stdout
 
 
+async def test_a_stopped_run_reports_what_it_read(decided: dict[str, Any]) -> None:
+    """What Ctrl-C does in the CLI (its SIGINT handler sets the flag `should_stop` reads)."""
+    checks = 0
+
+    def stop_soon() -> bool:
+        nonlocal checks
+        checks += 1
+        return checks > 3  # after a few thousand records
+    outcome = await run_backtest(decided["settings"], decided["topics"], compile_definition(TRIGGER),
+                                 decided["start"], decided["end"], should_stop=stop_soon)
+    assert outcome.interrupted and 0 < outcome.report["eventsRead"] < EVENTS
+    assert outcome.report["wouldFire"] < len(decided["live"]["firingIds"])
+
+
 async def test_bad_input_is_refused_with_a_clear_message_and_no_traceback(
         decided: dict[str, Any], kafka_bootstrap: str, tmp_path: Path) -> None:
     topics, app_id = decided["topics"], decided["app_id"]
