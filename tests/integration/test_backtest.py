@@ -277,3 +277,30 @@ async def test_conditions_on_customer_see_todays_rows(decided: dict[str, Any], k
                                  on_firing=fired.append)
     assert fired and {command.customer_id for command in fired} == {"bt-1"}
     assert outcome.rows.startswith("today's (1 customers")
+
+
+async def test_topics_of_one_partition_are_merged_in_time_order(kafka_bootstrap: str) -> None:
+    """A refund on events.outcomes dated before the purchase's due time cancels it, although
+    events.streaming holds a far later event of the same customer: read topic by topic, that
+    later event would move the partition's time past the due time before the refund is read."""
+    topics = Topics(f"m{uuid.uuid4().hex[:8]}.")
+    settings = Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, TRIGGERS_PARTITIONS=PARTITIONS,
+                        TRIGGERS_TOPIC_PREFIX=topics.prefix)
+    await ensure_topics(settings, topics)
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+
+    def at(minutes: int, event_type: str, order: str, event_id: str) -> tuple[int, str, dict[str, Any]]:
+        moment = start + timedelta(minutes=minutes)
+        return (int(moment.timestamp() * 1000), "mx-1", {"type": event_type, "customerId": "mx-1", "id": event_id,
+                                                          "orderId": order, "amount": 900,
+                                                          "timestamp": moment.isoformat()})
+    await produce(kafka_bootstrap, topics.streaming, [at(0, "purchase", "o1", "p1"), at(120, "purchase", "o2", "p2")])
+    await produce(kafka_bootstrap, topics.outcomes, [at(10, "refund", "o1", "r1")])
+    definition = {**TRIGGER, "id": "merged", "cooldownMinutes": 0, "limit": None,
+                  "cancelOn": [{"source": "outcome", "eventType": "refund", "sameFields": ["orderId"]}]}
+    del definition["limit"]
+    fired: list[ActionCommand] = []
+    outcome = await run_backtest(settings, topics, compile_definition(definition), start, start + timedelta(days=1),
+                                 on_firing=fired.append)
+    assert [command.event_id for command in fired] == ["p2"]
+    assert outcome.details["cancelled"] == 1 and outcome.report["eventsRead"] == 3
