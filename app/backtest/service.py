@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from app.backtest.runner import MAX_EVENTS_HTTP, run_backtest
 from app.domain.backtest import NotBacktestable, backtestable, check_range, parse_time
 from app.domain.definitions import CompiledTrigger, compile_definition
@@ -21,7 +23,8 @@ DRAFT_ID = "backtest-draft"  # the id of a definition sent without one
 
 
 class BadBacktestRequest(Exception):
-    """Answered with `status` (400, 404 or 422), the message and every error found."""
+    """Answered with `status` (400, 404 or 422; 503 when Kafka cannot be read), the message
+    and every error found."""
 
     def __init__(self, status: int, error: str, errors: list[str] | None = None) -> None:
         super().__init__(error)
@@ -117,6 +120,8 @@ class Backtests:
         try:
             outcome = await run_backtest(self.settings, self.topics, request.trigger, request.start, request.end,
                                          request.max_events)
+        except KafkaError as exc:
+            raise BadBacktestRequest(503, f"could not read Kafka (retry the request): {type(exc).__name__}") from exc
         finally:
             self.running = False
         return outcome.report

@@ -296,9 +296,9 @@ async def test_topics_of_one_partition_are_merged_in_time_order(kafka_bootstrap:
                                                           "timestamp": moment.isoformat()})
     await produce(kafka_bootstrap, topics.streaming, [at(0, "purchase", "o1", "p1"), at(120, "purchase", "o2", "p2")])
     await produce(kafka_bootstrap, topics.outcomes, [at(10, "refund", "o1", "r1")])
-    definition = {**TRIGGER, "id": "merged", "cooldownMinutes": 0, "limit": None,
-                  "cancelOn": [{"source": "outcome", "eventType": "refund", "sameFields": ["orderId"]}]}
-    del definition["limit"]
+    definition = {name: value for name, value in TRIGGER.items() if name != "limit"} | {
+        "id": "merged", "cooldownMinutes": 0,
+        "cancelOn": [{"source": "outcome", "eventType": "refund", "sameFields": ["orderId"]}]}
     fired: list[ActionCommand] = []
     outcome = await run_backtest(settings, topics, compile_definition(definition), start, start + timedelta(days=1),
                                  on_firing=fired.append)
