@@ -92,11 +92,12 @@ async def _trigger(target: str, stored: Callable[[], Awaitable[dict[str, bytes |
 async def _run(settings: Settings, topics: Topics, trigger: CompiledTrigger, start: datetime, end: datetime,
                max_events: int, as_json: bool) -> Outcome:
     """The backtest with a progress bar on stderr; Ctrl-C ends it with the partial report."""
-    bar = tqdm(total=0, unit=" events", unit_scale=True, file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
-               desc=f"backtest {trigger.id}")
+    # The handler first: once the bar shows, Ctrl-C is the backtest's, not the worker's.
     interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    bar = tqdm(total=0, unit=" events", unit_scale=True, file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
+               desc=f"backtest {trigger.id}")
 
     def total(count: int) -> None:
         bar.total = min(count, max_events) if max_events else count
@@ -106,8 +107,11 @@ async def _run(settings: Settings, topics: Topics, trigger: CompiledTrigger, sta
         bar.update(count)
 
     try:
-        return await run_backtest(settings, topics, trigger, start, end, max_events, total,
-                                  advanced, interrupted.is_set)
+        outcome = await run_backtest(settings, topics, trigger, start, end, max_events, total,
+                                     advanced, interrupted.is_set)
+        # Ctrl-C after the last record was read still ends the command as interrupted.
+        outcome.interrupted = outcome.interrupted or interrupted.is_set()
+        return outcome
     except KafkaError as exc:
         where = settings.kafka_bootstrap_servers
         raise BacktestRefused([f"Kafka at {where}: {type(exc).__name__}: {exc}"], 1) from None

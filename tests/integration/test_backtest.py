@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -210,6 +211,21 @@ async def test_a_stopped_run_reports_what_it_read(decided: dict[str, Any]) -> No
                                  decided["start"], decided["end"], should_stop=stop_soon)
     assert outcome.interrupted and 0 < outcome.report["eventsRead"] < EVENTS
     assert outcome.report["wouldFire"] < len(decided["live"]["firingIds"])
+
+
+async def test_ctrl_c_prints_the_partial_report_and_exits_130(decided: dict[str, Any], kafka_bootstrap: str) -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TRIGGERS_TOPIC_PREFIX": decided["topics"].prefix,
+           "TRIGGERS_PARTITIONS": str(PARTITIONS), "TRIGGERS_APP_ID": decided["app_id"]}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faust", "-A", "app.main", "triggers", "backtest", TRIGGER_ID,
+         "--from", decided["start"].isoformat(), "--to", decided["end"].isoformat()],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    await asyncio.to_thread(process.stderr.read, 1)  # the progress bar's first character: the run began
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = await asyncio.to_thread(process.communicate, timeout=120)
+    assert process.returncode == 130, (stdout, stderr)
+    assert "INTERRUPTED: a partial report" in stdout and "Traceback" not in stderr
 
 
 async def test_bad_input_is_refused_with_a_clear_message_and_no_traceback(
