@@ -120,7 +120,7 @@ class Backtests:
         try:
             outcome = await run_backtest(self.settings, self.topics, request.trigger, request.start, request.end,
                                          request.max_events)
-        except KafkaError as exc:
+        except (KafkaError, TimeoutError) as exc:
             raise BadBacktestRequest(503, f"could not read Kafka (retry the request): {type(exc).__name__}") from exc
         finally:
             self.running = False

@@ -112,7 +112,7 @@ async def _run(settings: Settings, topics: Topics, trigger: CompiledTrigger, sta
         # Ctrl-C after the last record was read still ends the command as interrupted.
         outcome.interrupted = outcome.interrupted or interrupted.is_set()
         return outcome
-    except KafkaError as exc:
+    except (KafkaError, TimeoutError) as exc:
         where = settings.kafka_bootstrap_servers
         raise BacktestRefused([f"Kafka at {where}: {type(exc).__name__}: {exc}"], 1) from None
     finally:
