@@ -14,6 +14,7 @@ from faust.app.base import SCAN_COMMAND
 from faust.cli import AppCommand, argument, option
 from faust.utils import venusian
 
+from app.cli.backtest import BacktestRefused, backtest_command
 from app.cli.config_files import KINDS, ConfigBundle, read_config
 from app.cli.row_files import read_rows
 from app.domain.definitions import compile_definition
@@ -31,7 +32,7 @@ from app.topics import Topics, ensure_topics
 # 2 usage error or unknown trigger.
 EXIT_INVALID = 1
 EXIT_USAGE = 2
-SUBCOMMANDS = ("apply", "validate", "list", "delete", "test")
+SUBCOMMANDS = ("apply", "validate", "list", "delete", "test", "backtest")
 
 
 def command(*options: Any) -> Callable[[Callable[..., Awaitable[None]]], type[AppCommand]]:
@@ -58,10 +59,16 @@ def _topics() -> Topics:
     option("--dry-run", is_flag=True, default=False, help="Validate and report, publish nothing."),
     option("--event", "event_file", default=None, help="test: JSON file with the event."),
     option("--customer", "customer_file", default=None, help="test: JSON file with the customer row."),
+    option("--from", "start", type=str, default=None, help="backtest: start of the range (ISO 8601, or -7d)."),
+    option("--to", "end", type=str, default=None, help="backtest: end of the range (ISO 8601, now, or -1h)."),
+    option("--json", "as_json", is_flag=True, default=False, help="backtest: print the report as JSON."),
+    option("--max-events", type=int, default=0, help="backtest: stop after this many events (0: all)."),
 )
 async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dry_run: bool,
-                   event_file: str | None, customer_file: str | None) -> None:
-    """Trigger definitions: apply PATH... | validate PATH... | list | delete ID | test ID --event FILE."""
+                   event_file: str | None, customer_file: str | None, start: str | None, end: str | None,
+                   as_json: bool, max_events: int) -> None:
+    """Trigger definitions: apply PATH... | validate PATH... | list | delete ID | test ID --event FILE |
+    backtest FILE|ID --from TIME --to TIME [--json] [--max-events N]."""
     if subcommand not in SUBCOMMANDS:
         _die(f"unknown subcommand {subcommand!r}: use one of {', '.join(SUBCOMMANDS)}", EXIT_USAGE)
     if subcommand == "list":
@@ -72,6 +79,9 @@ async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dr
         return
     if subcommand == "test":
         await _test(_single_id(paths), event_file, customer_file)
+        return
+    if subcommand == "backtest":
+        await _backtest(_single_id(paths), start, end, as_json, max_events)
         return
     bundle = read_config([Path(p) for p in paths or ("triggers_config",)])
     if bundle.errors:
@@ -151,6 +161,16 @@ async def _test(trigger_id: str, event_file: str | None, customer_file: str | No
     report = explain(trigger, event, customer, now)
     print(json.dumps(report, indent=2))
     sys.exit(0 if report["wouldFire"] else EXIT_INVALID)
+
+
+async def _backtest(target: str, start: str | None, end: str | None, as_json: bool, max_events: int) -> None:
+    try:
+        await backtest_command(target, start, end, as_json, max_events, _settings(), _topics(), _stored_triggers,
+                               EXIT_INVALID, EXIT_USAGE)
+    except BacktestRefused as exc:
+        for error in exc.errors[:-1]:
+            print(f"error: {error}", file=sys.stderr)
+        _die(exc.errors[-1], exc.code)
 
 
 def _summary(bundle: ConfigBundle) -> str:

@@ -42,6 +42,14 @@ class Source(StrEnum):
     SCHEDULED = "scheduled"
 
 
+class Mode(StrEnum):
+    """A trigger's `mode`: `shadow` is evaluated like `live`, in state of its own, and
+    performs nothing (its firings go to `triggers.shadow`)."""
+
+    LIVE = "live"
+    SHADOW = "shadow"
+
+
 class Contract(BaseModel):
     """Base for contract models: camelCase on the wire, unknown fields refused."""
 
@@ -288,6 +296,7 @@ class TriggerDefinition(Contract):
     cancel_on: list[CancelOn] = Field(default_factory=list, alias="cancelOn", max_length=limits.MAX_CANCEL_ON)
     aggregates: dict[AggregateName, AggregateDefinition] = Field(default_factory=dict,
                                                                  max_length=limits.MAX_AGGREGATES)
+    mode: Mode = Mode.LIVE
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -418,6 +427,8 @@ class ActionCommand(BaseModel):
     event: dict[str, Any]
     # `agg.<name>` when the trigger fired, for a trigger with aggregates (absent otherwise).
     aggregates: dict[str, Any] | None = None
+    # A shadow trigger's firing: published on `triggers.shadow` only, never performed.
+    shadow: bool = False
 
     @property
     def action_type(self) -> str:
@@ -427,6 +438,8 @@ class ActionCommand(BaseModel):
         data = self.model_dump(mode="json", by_alias=True)
         if data["aggregates"] is None:
             del data["aggregates"]
+        if not data["shadow"]:  # live firings read as they always have
+            del data["shadow"]
         return data
 
 

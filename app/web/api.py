@@ -20,6 +20,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
+from app.backtest.service import BacktestBusy, Backtests, BadBacktestRequest, parse_backtest_request
 from app.domain.definitions import CompiledTrigger, compile_definition
 from app.domain.encoding import encode
 from app.domain.engine import explain
@@ -443,6 +444,19 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
             return self.json({**result, "action": public_action(result["action"]), "event": event.as_json(),
                               "customerFrom": "request" if dry_run.customer_given else "table"})
 
+    backtests = Backtests(app.settings, app.topic_names)
+
+    class TriggerBacktest(ApiView):
+        async def post(self, request: Request) -> Response:
+            body = await api.write_body(request)
+            try:
+                job = parse_backtest_request(body, app.catalogs.triggers.items.get, api.clock())
+                return self.json(await backtests.run(job))
+            except BadBacktestRequest as exc:
+                raise ApiError(exc.status, exc.error, errors=exc.errors) from None
+            except BacktestBusy as exc:
+                raise ApiError(429, str(exc), {"Retry-After": "5"}) from None
+
     class PrometheusMetrics(ApiView):
         public = True  # scraped by Prometheus, which holds no token; counts only, no definitions
 
@@ -452,6 +466,7 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
     page("/events", "events", Events)
     page("/respond", "respond", Respond)
     page("/triggers", "triggers", TriggerList)
+    page("/triggers/backtest", "trigger-backtest", TriggerBacktest)  # before /triggers/{trigger_id}
     page("/triggers/{trigger_id}", "trigger", Trigger)
     page("/triggers/{trigger_id}/test", "trigger-test", TriggerTest)
     page("/metrics", "metrics", PrometheusMetrics)
