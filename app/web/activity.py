@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SHADOW_TOPIC = "triggers.shadow"  # the shadow-mode firings (rollout), under the topic prefix
 ACTIVITY_KINDS = ("firings", "shadow", "suppressed", "deadletters")
 MAX_LIMIT = 500
 MAX_REPLAY = 100
@@ -114,7 +113,7 @@ def register_console_api(app: TriggerApp, clock: Callable[[], datetime]) -> None
     bootstrap = app.settings.bootstrap_list
     source_topics = {Source.STREAMING: topics.streaming, Source.CDC: topics.cdc,
                      Source.OUTCOME: topics.outcomes, Source.SCHEMA_TABLE: topics.schema}
-    kind_topics = {"firings": [topics.firings], "shadow": [topics.prefix + SHADOW_TOPIC],
+    kind_topics = {"firings": [topics.firings], "shadow": [topics.shadow],
                    "suppressed": [topics.suppressed], "deadletters": topics.dead_letter_topics}
 
     def page(path: str, name: str, view: type[View], methods: frozenset[str]) -> None:
