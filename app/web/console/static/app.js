@@ -712,7 +712,8 @@ class Editor {
       <thead><tr><th scope="col">Check</th><th scope="col">Detail</th><th scope="col">Result</th></tr></thead>
       <tbody>${rows.join("")}</tbody></table>
       ${r.policies ? `<details><summary>Policies and limits now</summary><pre>${esc(pretty(r.policies))}</pre></details>` : ""}
-      <p class="hint">Cooldown: ${esc(r.cooldown)}. Customer row from the ${esc(r.customerFrom)}.</p>`;
+      <p class="hint">${r.mode ? "Mode: " + esc(r.mode) + (r.performs ? " (" + esc(r.performs) + "). " : ". ") : ""}Cooldown:
+        ${esc(r.cooldown)}. Customer row from the ${esc(r.customerFrom)}.</p>`;
   }
 
   async backtest() {
@@ -732,8 +733,11 @@ class Editor {
         <div><dt>Cooled down</dt><dd>${r.cooledDown}</dd></div>
         <div><dt>Suppressed</dt><dd>${suppressed}</dd></div>
         <div><dt>Still pending</dt><dd>${r.pending ?? 0}</dd></div>
+        <div><dt>By band</dt><dd>${Object.entries(r.perBand || {}).map(([k, v]) => `${esc(k)}: ${v}`).join(", ") || "none"}</dd></div>
         <div><dt>Took</dt><dd>${Number(r.seconds || 0).toFixed(2)} s</dd></div></dl>
-      ${chart(r.perDay || [])}`;
+      ${chart(r.perDay || [])}
+      ${(r.samples || []).length ? `<details><summary>Sample firings (${r.samples.length})</summary>
+        <pre>${esc(pretty(r.samples))}</pre></details>` : ""}`;
   }
 }
 
