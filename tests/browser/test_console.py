@@ -54,6 +54,7 @@ async def put_trigger(console: Deployment, definition: dict[str, Any]) -> None:
 
 
 async def shot(page: Page, folder: Path, name: str, full_page: bool = True) -> None:
+    await page.evaluate("document.getElementById('toast').textContent = ''")  # not over the results
     await page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
 
 
