@@ -283,6 +283,25 @@ async def test_a_dead_letter_is_replayed_from_the_activity_view(console: Deploym
     assert sum(1 for r in commands if r.key == customer) == 2  # the original and its replay
 
 
+async def test_the_list_shows_disabled_and_rejected_triggers_with_the_reason(console: Deployment,
+                                                                             page: Page) -> None:
+    tag = unique("states")
+    await put_trigger(console, {"id": f"{tag}-off", "source": "streaming", "eventType": "purchase", "enabled": False,
+                                "action": {"type": "update_attribute", "attributes": {"seen": "1"}}})
+    await console.put_definition({"id": f"{tag}-bad", "source": "streaming", "eventType": "purchase",
+                                  "priority": 500, "action": {"type": "update_attribute", "attributes": {"seen": "1"}}})
+    await sign_in(page, console.workers[0].url)
+    await page.get_by_label("Search").fill(tag)
+    rows = page.locator("#trigger-table tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.filter(has_text=f"{tag}-off")).to_contain_text("disabled")
+    rejected = rows.filter(has_text=f"{tag}-bad")
+    await expect(rejected).to_contain_text("rejected")
+    await expect(rejected).to_contain_text("priority: Input should be less than or equal to 100")
+    await page.get_by_label("State").select_option("rejected")
+    await expect(rows).to_have_count(1)
+
+
 async def test_the_console_has_no_serious_accessibility_violations(console: Deployment, page: Page,
                                                                    screenshots: Path) -> None:
     trigger_id = unique("a11y")
