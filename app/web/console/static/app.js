@@ -34,6 +34,9 @@ function toast(message) {
 
 function pretty(value) { return JSON.stringify(value, null, 2); }
 
+// An ISO time as `2026-12-02 13:29:50` (the API's times are UTC).
+function when(iso) { return iso ? String(iso).replace("T", " ").slice(0, 19) : ""; }
+
 function sortedKeys(value) {
   if (Array.isArray(value)) return value.map(sortedKeys);
   if (value && typeof value === "object") {
@@ -182,7 +185,7 @@ async function listPage() {
       <caption class="sr-only">Trigger definitions</caption>
       <thead><tr><th scope="col">Name</th><th scope="col">Source / type</th><th scope="col">State</th>
         <th scope="col">Priority</th><th scope="col">Action</th><th scope="col">Firings (1 h)</th>
-        <th scope="col">Last change</th><th scope="col"><span class="sr-only">Links</span></th></tr></thead>
+        <th scope="col">Last change (UTC)</th><th scope="col"><span class="sr-only">Links</span></th></tr></thead>
       <tbody></tbody>
     </table></div>
     <p><button type="button" id="show-all" class="secondary" hidden></button></p>`);
@@ -245,7 +248,7 @@ function renderRows(rows, counts, limit) {
     const state = `<span class="badge state-${r.state}">${r.state}</span>`
       + (r.reason ? `<br><span class="reason">${esc(r.reason)}</span>` : "");
     const priority = r.priority === null ? "" : `${r.priority} <span class="badge band-${r.band}">${r.band}</span>`;
-    const change = r.changedAt ? `${esc(r.changedAt.replace("T", " ").slice(0, 19))}<br><span class="id">${esc(r.actor)}</span>` : "";
+    const change = r.changedAt ? `${esc(when(r.changedAt))}<br><span class="id">${esc(r.actor)}</span>` : "";
     return `<tr><td>${name}</td><td>${esc(r.source)}${r.eventType ? " / " + esc(r.eventType) : ""}</td><td>${state}</td>`
       + `<td>${priority}</td><td>${esc(r.action)}</td><td class="num">${r.firings === null ? "…" : r.firings}</td><td>${change}</td>`
       + `<td><a href="#/history/${id}">History</a> · <a href="#/activity?trigger=${id}">Activity</a></td></tr>`;
@@ -777,10 +780,10 @@ async function historyPage(triggerId) {
   if (!versions.length) { box.innerHTML = `<p>No versions recorded.</p>`; return; }
   const latest = versions[versions.length - 1].version;
   box.innerHTML = `<table id="versions"><caption class="sr-only">Versions, newest first</caption>
-    <thead><tr><th scope="col">Version</th><th scope="col">At</th><th scope="col">By</th><th scope="col">Change</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
+    <thead><tr><th scope="col">Version</th><th scope="col">At (UTC)</th><th scope="col">By</th><th scope="col">Change</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
     <tbody>${versions.slice().reverse().map((v) => `<tr data-version="${v.version}">
       <td>${v.version}${v.version === latest ? ' <span class="badge state-live">current</span>' : ""}</td>
-      <td>${esc(v.at)}</td><td>${esc(v.actor)}</td><td>${changeOf(v)}</td>
+      <td>${esc(when(v.at))}</td><td>${esc(v.actor)}</td><td>${changeOf(v)}</td>
       <td><button type="button" class="secondary" data-diff="${v.version}">Show diff</button>
       ${v.version !== latest && v.after !== null && !v.errors ? `<button type="button" data-rollback="${v.version}">Roll back to version ${v.version}</button>` : ""}</td></tr>`).join("")}
     </tbody></table>`;
@@ -813,7 +816,7 @@ function showDiff(version) {
     const r = right === null ? "" : (kind === "same" ? "  " : "+ ") + right;
     return `<tr${cls}><td><pre>${esc(l)}</pre></td><td><pre>${esc(r)}</pre></td></tr>`;
   }).join("");
-  document.getElementById("diff").innerHTML = `<h2>Version ${version.version}: ${esc(version.at)} by ${esc(version.actor)}</h2>
+  document.getElementById("diff").innerHTML = `<h2>Version ${version.version}: ${esc(when(version.at))} UTC by ${esc(version.actor)}</h2>
     <table class="diff" id="diff-table"><caption class="sr-only">Side-by-side diff</caption>
     <thead><tr><th scope="col">Before</th><th scope="col">After</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
@@ -901,12 +904,12 @@ async function loadActivity(view, kind, trigger, customer) {
   };
   const head = kind === "suppressed" ? "Reason" : (kind === "deadletters" ? "Reason" : "Action");
   box.innerHTML = `<table id="activity-table"><caption class="sr-only">${esc(kind)}</caption>
-    <thead><tr><th scope="col">At</th><th scope="col">Trigger</th><th scope="col">Customer</th><th scope="col">${head}</th>
+    <thead><tr><th scope="col">At (UTC)</th><th scope="col">Trigger</th><th scope="col">Customer</th><th scope="col">${head}</th>
     <th scope="col"><span class="sr-only">Details</span></th></tr></thead><tbody>
     ${records.map((r, i) => {
       const [at, triggerId, customerId, detail] = cells(r);
       const replay = kind === "deadletters" ? `<button type="button" data-replay="${i}">Replay</button>` : "";
-      return `<tr><td>${esc(at)}</td><td>${triggerId ? `<a href="#/edit/${encodeURIComponent(triggerId)}">${esc(triggerId)}</a>` : ""}</td>
+      return `<tr><td>${esc(when(at))}</td><td>${triggerId ? `<a href="#/edit/${encodeURIComponent(triggerId)}">${esc(triggerId)}</a>` : ""}</td>
         <td>${esc(customerId)}</td><td>${esc(detail)}</td>
         <td>${replay}<details><summary>Record</summary><pre>${esc(pretty(r.value))}</pre></details></td></tr>`;
     }).join("")}</tbody></table>`;
