@@ -17,6 +17,7 @@ from app.domain.rows import RowLoad, parse_row_load
 from app.errors import MalformedEvent
 from app.evaluation.evaluator import Evaluator
 from app.evaluation.timed import TimedEvaluation
+from app.experiments.tracker import ConversionTracker
 from app.intake.routing import ReroutedHandler, owned_here
 from app.intake.row_loads import RowLoads
 from app.kafka.publisher import Publisher
@@ -38,12 +39,14 @@ class SourceIntake:
     partitioner) is re-published once to the rerouted topic, so a customer's state is never split."""
 
     def __init__(self, settings: Settings, topics: Topics, evaluator: Evaluator, timed: TimedEvaluation,
-                 row_loads: RowLoads, publisher: Publisher) -> None:
+                 row_loads: RowLoads, publisher: Publisher,
+                 conversions: ConversionTracker | None = None) -> None:
         self.topics = topics
         self.evaluator = evaluator
         self.timed = timed
         self.row_loads = row_loads
         self.publisher = publisher
+        self.conversions = conversions
         self.partitions = settings.partitions
         self.cdc_customer_column = settings.cdc_customer_column
         self.sources = {topics.streaming: Source.STREAMING, topics.outcomes: Source.OUTCOME,
@@ -67,6 +70,8 @@ class SourceIntake:
         partitions = self.partitions
         evaluate_now, apply = self.evaluator.evaluate_now, self.evaluator.apply
         timed = self.timed if self.timed.active else None
+        # Outcome events reach the conversion tracker whether or not they match a trigger.
+        conversions = self.conversions if self.conversions is not None and self.conversions.active else None
         for record in records:
             try:  # one handler for the whole body: free in Python 3.11 until something raises
                 work = self._parse(record)
@@ -74,6 +79,9 @@ class SourceIntake:
                     await self._reroute(work)
                 elif isinstance(work, RowLoad):
                     await self.row_loads.load(work, record)
+                elif conversions is not None:
+                    await conversions.on_event(work)
+                    await self._decide(tp, work, record)
                 elif timed is not None:
                     await timed.handle(tp, work, (record.topic, record.offset))
                 elif (result := evaluate_now(work)) is not None:
@@ -105,10 +113,20 @@ class SourceIntake:
             raise MalformedEvent("a rerouted record must be keyed by its customer id, in that id's partition")
         if isinstance(work, RowLoad):
             await self.row_loads.load(work, record)
-        elif self.timed.active:
+            return
+        if self.conversions is not None and self.conversions.active:
+            await self.conversions.on_event(work)
+        if self.timed.active:
             await self.timed.handle(TP(record.topic, record.partition), work, (record.topic, record.offset))
         else:
             await self.evaluator.evaluate(work)
+
+    async def _decide(self, tp: TP, event: Event, record: RawRecord) -> None:
+        """An event's evaluation off the hot loop (when conversions are tracked)."""
+        if self.timed.active:
+            await self.timed.handle(tp, event, (record.topic, record.offset))
+        elif (result := self.evaluator.evaluate_now(event)) is not None:
+            await self.evaluator.apply(event, result)
 
     async def _reroute(self, work: Event | RowLoad) -> None:
         await self.publisher.send(self.topics.rerouted, work.customer_id, envelope(work))
