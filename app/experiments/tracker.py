@@ -36,6 +36,10 @@ class ConversionTracker:
         """Whether events must be shown to the tracker: some trigger counts conversions."""
         return self.triggers.index.any_conversion
 
+    def wants(self, event: Event) -> bool:
+        """Whether some trigger counts events of this type as conversions (filters aside)."""
+        return bool(self.triggers.index.converted_by(event.source, event.type))
+
     def opened(self, customer_id: str, commands: Sequence[ActionCommand], at: datetime) -> None:
         """Open a window for each live or held-out firing of an experiment with a conversion
         (shadow firings measure nothing). Called where the customer's state lives."""

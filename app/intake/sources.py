@@ -70,7 +70,8 @@ class SourceIntake:
         partitions = self.partitions
         evaluate_now, apply = self.evaluator.evaluate_now, self.evaluator.apply
         timed = self.timed if self.timed.active else None
-        # Outcome events reach the conversion tracker whether or not they match a trigger.
+        # Events of a conversion's type reach the conversion tracker whether or not they match a
+        # trigger; the check is a dict lookup, and nothing at all without experiments.
         conversions = self.conversions if self.conversions is not None and self.conversions.active else None
         for record in records:
             try:  # one handler for the whole body: free in Python 3.11 until something raises
@@ -79,13 +80,13 @@ class SourceIntake:
                     await self._reroute(work)
                 elif isinstance(work, RowLoad):
                     await self.row_loads.load(work, record)
-                elif conversions is not None:
-                    await conversions.on_event(work)
-                    await self._decide(tp, work, record)
-                elif timed is not None:
-                    await timed.handle(tp, work, (record.topic, record.offset))
-                elif (result := evaluate_now(work)) is not None:
-                    await apply(work, result)
+                else:
+                    if conversions is not None and conversions.wants(work):
+                        await conversions.on_event(work)
+                    if timed is not None:
+                        await timed.handle(tp, work, (record.topic, record.offset))
+                    elif (result := evaluate_now(work)) is not None:
+                        await apply(work, result)
             except MalformedEvent as exc:
                 await self.publisher.dead_letter(record, exc.reason)
             except Exception as exc:  # noqa: BLE001 - the safety net: see Publisher.record_failed
@@ -114,19 +115,12 @@ class SourceIntake:
         if isinstance(work, RowLoad):
             await self.row_loads.load(work, record)
             return
-        if self.conversions is not None and self.conversions.active:
+        if self.conversions is not None and self.conversions.wants(work):
             await self.conversions.on_event(work)
         if self.timed.active:
             await self.timed.handle(TP(record.topic, record.partition), work, (record.topic, record.offset))
         else:
             await self.evaluator.evaluate(work)
-
-    async def _decide(self, tp: TP, event: Event, record: RawRecord) -> None:
-        """An event's evaluation off the hot loop (when conversions are tracked)."""
-        if self.timed.active:
-            await self.timed.handle(tp, event, (record.topic, record.offset))
-        elif (result := self.evaluator.evaluate_now(event)) is not None:
-            await self.evaluator.apply(event, result)
 
     async def _reroute(self, work: Event | RowLoad) -> None:
         await self.publisher.send(self.topics.rerouted, work.customer_id, envelope(work))
