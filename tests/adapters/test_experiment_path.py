@@ -126,3 +126,16 @@ async def test_a_variant_webhook_is_signed_with_the_variant_secret() -> None:
     await actions.settled()
     [call] = actions.http.calls
     assert call.secret == "variant-secret" and call.url == "https://b.example/hook"
+
+
+def test_a_read_masks_each_variant_action_like_the_trigger_action() -> None:
+    from app.web.api import MASK, public_trigger
+
+    hook = {"type": "webhook", "url": "https://user:pw@b.example/hook?token=abc", "secret": "s3",
+            "headers": {"Authorization": "Bearer x"}}
+    shown = public_trigger(compile_definition({
+        "id": "t", "source": "streaming", "eventType": "visit", "action": ENROLL,
+        "experiment": {"variants": [{"name": "B", "weight": 1, "action": hook}]}}))
+    text = str(shown)
+    assert "pw" not in text and "abc" not in text and "s3" not in text and "Bearer" not in text
+    assert shown["experiment"]["variants"][0]["action"]["headers"] == {"Authorization": MASK}
