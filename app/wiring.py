@@ -81,7 +81,7 @@ def build(settings: Settings) -> TriggerApp:
                            lambda tp: cast(Consumer, app.consumer).caught_up(tp))
     timers = Timers(topics, app.catalogs.triggers, pending, event_time, evaluator, row_store, aggregates,
                     metrics, clock)
-    timed = TimedEvaluation(app.catalogs.triggers, evaluator, aggregates, timers)
+    timed = TimedEvaluation(app.catalogs.triggers, evaluator, aggregates, timers, conversions)
 
     swept: set[frozenset[str]] = set()  # the aggregates in use when the local state was last swept
 

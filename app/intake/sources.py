@@ -80,12 +80,12 @@ class SourceIntake:
                     await self._reroute(work)
                 elif isinstance(work, RowLoad):
                     await self.row_loads.load(work, record)
+                elif timed is not None:  # shows the event to the conversion tracker itself
+                    await timed.handle(tp, work, (record.topic, record.offset))
                 else:
                     if conversions is not None and conversions.wants(work):
                         await conversions.on_event(work)
-                    if timed is not None:
-                        await timed.handle(tp, work, (record.topic, record.offset))
-                    elif (result := evaluate_now(work)) is not None:
+                    if (result := evaluate_now(work)) is not None:
                         await apply(work, result)
             except MalformedEvent as exc:
                 await self.publisher.dead_letter(record, exc.reason)
@@ -115,12 +115,12 @@ class SourceIntake:
         if isinstance(work, RowLoad):
             await self.row_loads.load(work, record)
             return
-        if self.conversions is not None and self.conversions.wants(work):
-            await self.conversions.on_event(work)
         if self.timed.active:
             await self.timed.handle(TP(record.topic, record.partition), work, (record.topic, record.offset))
-        else:
-            await self.evaluator.evaluate(work)
+            return
+        if self.conversions is not None and self.conversions.wants(work):
+            await self.conversions.on_event(work)
+        await self.evaluator.evaluate(work)
 
     async def _reroute(self, work: Event | RowLoad) -> None:
         await self.publisher.send(self.topics.rerouted, work.customer_id, envelope(work))

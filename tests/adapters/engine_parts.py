@@ -66,7 +66,8 @@ class EngineParts:
                                      self.topics.schema, self.topics.rerouted], self.caught_up.__contains__)
         self.timers = Timers(self.topics, self.catalogs.triggers, self.pending, self.event_time, self.evaluator,
                              self.row_store, self.aggregates, self.metrics, self.clock)
-        self.timed = TimedEvaluation(self.catalogs.triggers, self.evaluator, self.aggregates, self.timers)
+        self.timed = TimedEvaluation(self.catalogs.triggers, self.evaluator, self.aggregates, self.timers,
+                                     self.conversions)
         self.intake = SourceIntake(Settings(TRIGGERS_PARTITIONS=partitions), self.topics, self.evaluator,
                                    self.timed, self.row_loads, self.publisher, self.conversions)
         self.ticks = ScheduledTicks(partitions, self.catalogs.triggers, self.evaluator, self.rows,  # type: ignore[arg-type]

@@ -139,3 +139,21 @@ def test_a_read_masks_each_variant_action_like_the_trigger_action() -> None:
     text = str(shown)
     assert "pw" not in text and "abc" not in text and "s3" not in text and "Bearer" not in text
     assert shown["experiment"]["variants"][0]["action"]["headers"] == {"Authorization": MASK}
+
+
+async def test_a_conversion_event_first_fires_what_is_due_then_converts_its_window() -> None:
+    path = Path()
+    experiment = {"conversion": CONVERSION}
+    path.define(experiment, delay={"minutes": 10})
+    start = path.parts.clock() - timedelta(hours=3)
+    await path.send(STREAMING, "c-7", "visit", "v", at=start)
+    assert path.parts.sent("triggers.firings") == []  # pending until its partition reaches its due time
+    partition = path.parts.partition_of("c-7")
+    topics = path.parts.topics
+    path.parts.caught_up.update(TP(topic, partition) for topic in (topics.streaming, topics.cdc, topics.schema,
+                                                                   topics.rerouted))
+    # The purchase's own time passes the due time: the firing goes out first, and the purchase converts it.
+    await path.send(OUTCOMES, "c-7", "purchase", "p", at=start + timedelta(minutes=20))
+    [fired] = path.parts.sent("triggers.firings")
+    assert [(c["firingId"], c["eventId"]) for c in path.parts.sent("triggers.conversions")] == [
+        (fired["firingId"], "p")]
