@@ -180,6 +180,7 @@ def _command(trigger: CompiledTrigger, event_id: str, customer_id: str, event_js
         action=dict(trigger.command_action),  # a copy: commands may be changed by their readers
         event=event_json,
         aggregates=aggregate_values,
+        definition_version=trigger.version,
     )
 
 

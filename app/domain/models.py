@@ -418,6 +418,9 @@ class ActionCommand(BaseModel):
     event: dict[str, Any]
     # `agg.<name>` when the trigger fired, for a trigger with aggregates (absent otherwise).
     aggregates: dict[str, Any] | None = None
+    # The trigger's version (its record's offset on the definitions topic) that decided the
+    # firing; absent when evaluated outside the catalogs (a dry run, a backtest of a file).
+    definition_version: int | None = Field(default=None, alias="definitionVersion")
 
     @property
     def action_type(self) -> str:
@@ -425,8 +428,9 @@ class ActionCommand(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", by_alias=True)
-        if data["aggregates"] is None:
-            del data["aggregates"]
+        for optional in ("aggregates", "definitionVersion"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 

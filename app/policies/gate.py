@@ -85,4 +85,5 @@ class ContactGate:
         self.metrics.suppressed.labels(reason).inc()
         await self.publisher.send(self.topics.suppressed, command.customer_id, encode({
             "firingId": command.firing_id, "triggerId": command.trigger_id, "customerId": command.customer_id,
-            "eventId": command.event_id, "reason": reason, "policyId": policy_id, "at": self.clock().isoformat()}))
+            "eventId": command.event_id, "reason": reason, "policyId": policy_id, "at": self.clock().isoformat(),
+            "definitionVersion": command.definition_version}))
