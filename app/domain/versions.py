@@ -13,6 +13,7 @@ from typing import Any
 from app.domain.deadletters import MAX_RECORD_BYTES
 from app.domain.encoding import encode
 from app.domain.secrets import mask_url
+from app.errors import TriggerEngineError
 
 # The actor of a definition record without an `actor` header: a raw Kafka producer.
 UNKNOWN_ACTOR = "unknown"
@@ -156,3 +157,63 @@ def masked(value: Any) -> Any:
         else:
             shown[name] = masked(item)
     return shown
+
+
+class UnknownVersion(TriggerEngineError):
+    """The kind, id or version asked for is not known."""
+
+
+class NotRestorable(TriggerEngineError):
+    """The version exists but cannot be published again: a deletion, rejected, too large."""
+
+
+def history_json(kind: str, item_id: str, entries: list[AuditEntry]) -> dict[str, Any]:
+    """What `history --json` and GET /triggers/{id}/history answer: secrets masked."""
+    return {"kind": kind, "id": item_id, "versions": [entry.to_json() for entry in entries]}
+
+
+def history_text(kind: str, item_id: str, entries: list[AuditEntry]) -> list[str]:
+    """Each version with its time and actor, and what changed from the version before."""
+    lines = [f"{kind} {item_id}: {len(entries)} version(s), oldest first"]
+    previous: AuditEntry | None = None
+    for entry in entries:
+        lines.append(f"version {entry.version}  {entry.at}  by {entry.actor}  ({change_of(entry)})")
+        lines.extend(f"    rejected: {error}" for error in entry.errors or ())
+        before_name = f"version {previous.version}" if previous is not None else "(none)"
+        lines.extend("    " + line for line in diff(entry.before, entry.after, before_name,
+                                                      f"version {entry.version}"))
+        previous = entry
+    return lines
+
+
+def change_of(entry: AuditEntry) -> str:
+    if entry.is_deletion:
+        return "deleted"
+    if entry.errors:
+        return "rejected"
+    return "created" if entry.before is None else "updated"
+
+
+def parse_version(text: str | None) -> int:
+    """`--to` or a request's `to`: a version number, or UnknownVersion saying why not."""
+    if text is None:
+        raise UnknownVersion("give the version to restore (see `triggers history ID`)")
+    try:
+        return int(text)
+    except ValueError:
+        raise UnknownVersion(f"a version is a number (an offset), not {text!r}") from None
+
+
+def restorable(entries: list[AuditEntry], kind: str, item_id: str, version: int) -> AuditEntry:
+    """The entry of `version`, if it can be published again."""
+    entry = next((e for e in entries if e.version == version), None)
+    if entry is None:
+        known = ", ".join(str(e.version) for e in entries)
+        raise UnknownVersion(f"{kind} {item_id!r} has no version {version} (its versions: {known})")
+    if entry.is_deletion:
+        raise NotRestorable(f"version {version} of {kind} {item_id!r} is its deletion: nothing to restore")
+    if entry.errors:
+        raise NotRestorable(f"version {version} of {kind} {item_id!r} was rejected: {'; '.join(entry.errors)}")
+    if entry.after is None:
+        raise NotRestorable(f"version {version} of {kind} {item_id!r} was too large for the audit trail")
+    return entry

@@ -83,7 +83,9 @@ class ContactGate:
     async def _suppressed(self, command: ActionCommand, reason: str, policy_id: str | None) -> None:
         self.counters[f"suppressed_{reason}"] += 1
         self.metrics.suppressed.labels(reason).inc()
-        await self.publisher.send(self.topics.suppressed, command.customer_id, encode({
+        suppression: dict[str, Any] = {
             "firingId": command.firing_id, "triggerId": command.trigger_id, "customerId": command.customer_id,
-            "eventId": command.event_id, "reason": reason, "policyId": policy_id, "at": self.clock().isoformat(),
-            "definitionVersion": command.definition_version}))
+            "eventId": command.event_id, "reason": reason, "policyId": policy_id, "at": self.clock().isoformat()}
+        if command.definition_version is not None:  # as on the firing it stopped
+            suppression["definitionVersion"] = command.definition_version
+        await self.publisher.send(self.topics.suppressed, command.customer_id, encode(suppression))

@@ -19,7 +19,16 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import Message
 
-from app.domain.versions import AuditEntry, actor_of_headers, audit_record, parsed_value
+from app.domain.encoding import encode
+from app.domain.versions import (
+    AuditEntry,
+    NotRestorable,
+    UnknownVersion,
+    actor_of_headers,
+    audit_record,
+    history,
+    parsed_value,
+)
 from app.errors import InvalidDefinition
 from app.kafka.publisher import Publisher
 from app.registry.catalogs import Catalog, Catalogs
@@ -174,3 +183,25 @@ def topic_of_kind(topics: Topics, kind: str) -> str | None:
 
 def kinds(topics: Topics) -> list[str]:
     return [catalog.kind for catalog in Catalogs(topics).by_topic.values()]
+
+
+async def versions(settings: Settings, topics: Topics, kind: str, item_id: str) -> list[AuditEntry]:
+    """The versions of one definition, oldest first, within the newest MAX_HISTORY_RECORDS
+    audit records; UnknownVersion when there are none."""
+    found = history(await read_trail(settings, topics), kind, item_id)
+    if not found:
+        raise UnknownVersion(f"no {kind} {item_id!r} on {topics.audit} "
+                             f"(the newest {MAX_HISTORY_RECORDS} changes were read)")
+    return found
+
+
+def restored_value(topics: Topics, kind: str, item_id: str, entry: AuditEntry) -> bytes:
+    """The value that restores version `entry`: as it was, if today's validation accepts it."""
+    value = encode(entry.after)
+    catalog = next(c for c in Catalogs(topics).by_topic.values() if c.kind == kind)
+    try:
+        catalog.validate(value, item_id)
+    except InvalidDefinition as exc:
+        raise NotRestorable(f"version {entry.version} of {kind} {item_id!r} is not valid today: "
+                            f"{'; '.join(exc.errors)}") from None
+    return value
