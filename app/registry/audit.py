@@ -10,6 +10,7 @@ next change replaces.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.types import Message
 
 from app.domain.encoding import encode
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 # forever, and a request must not read all of it. At a few kilobytes a record, that is a few
 # hundred megabytes at worst; versions older than that are not listed (nor rolled back to).
 MAX_HISTORY_RECORDS = 100_000
+# The agent reads the trail this many times (1 s, 2 s, ... apart) before it gives a change up.
+READ_ATTEMPTS = 5
 
 
 @dataclass
@@ -114,7 +118,7 @@ class DefinitionAudit:
         self.counters["reloads"] += 1
         trails = {topic: KindTrail() for topic in self.catalogs.by_topic}
         topic_of = {catalog.kind: topic for topic, catalog in self.catalogs.by_topic.items()}
-        entries = await read_trail(self.settings, self.topics, max_records=None)
+        entries = await self._read_whole_trail()
         for entry in entries:
             topic = topic_of.get(entry.kind)
             if topic is None:
@@ -128,6 +132,19 @@ class DefinitionAudit:
         log.info("audit trail read", extra={"records": len(entries),
                                             **{t: trail.last_version for t, trail in trails.items()}})
         return trails
+
+
+    async def _read_whole_trail(self) -> list[AuditEntry]:
+        attempt = 1
+        while True:
+            try:
+                return await read_trail(self.settings, self.topics, max_records=None)
+            except KafkaError as exc:
+                if attempt >= READ_ATTEMPTS:
+                    raise
+                log.warning("audit trail not read, trying again", extra={"attempt": attempt, "error": repr(exc)})
+                await asyncio.sleep(attempt)
+                attempt += 1
 
 
 def _errors(catalog: Catalog[Any], value: bytes | None, key: str) -> list[str] | None:
