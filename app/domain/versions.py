@@ -12,7 +12,7 @@ from typing import Any
 
 from app.domain.deadletters import MAX_RECORD_BYTES
 from app.domain.encoding import encode
-from app.domain.secrets import mask_url
+from app.domain.secrets import mask_url, mask_urls_in_text
 from app.errors import TriggerEngineError
 
 # The actor of a definition record without an `actor` header: a raw Kafka producer.
@@ -113,8 +113,8 @@ class AuditEntry:
         shown = masked if mask else (lambda value: value)
         data = {"version": self.version, "at": self.at, "actor": self.actor,
                 "before": shown(self.before), "after": shown(self.after)}
-        if self.errors is not None:
-            data["errors"] = self.errors
+        if self.errors is not None:  # a reason may quote a URL of the value
+            data["errors"] = [mask_urls_in_text(str(error)) if mask else error for error in self.errors]
         if self.omitted:
             data["omitted"] = list(self.omitted)
         return data
@@ -178,7 +178,7 @@ def history_text(kind: str, item_id: str, entries: list[AuditEntry]) -> list[str
     previous: AuditEntry | None = None
     for entry in entries:
         lines.append(f"version {entry.version}  {entry.at}  by {entry.actor}  ({change_of(entry)})")
-        lines.extend(f"    rejected: {error}" for error in entry.errors or ())
+        lines.extend(f"    rejected: {error}" for error in entry.to_json().get("errors", ()))
         before_name = f"version {previous.version}" if previous is not None else "(none)"
         lines.extend("    " + line for line in diff(entry.before, entry.after, before_name,
                                                       f"version {entry.version}"))

@@ -88,6 +88,12 @@ def test_masking_hides_secrets_header_values_and_url_credentials_only() -> None:
     assert shown["conditions"] == V1["conditions"] and V1["action"]["secret"] == "s3cret"  # a copy
 
 
+def test_reasons_of_a_rejected_version_are_shown_with_urls_masked() -> None:
+    rejected = entry(2, None, V1, errors=["action.url: https://u:pw@crm.example/h?key=abc is private"])
+    assert "pw@" not in rejected.to_json()["errors"][0] and "crm.example" in rejected.to_json()["errors"][0]
+    assert rejected.to_json(mask=False)["errors"] == rejected.errors
+
+
 def test_history_text_names_each_change_its_actor_and_diff() -> None:
     entries = [entry(1, None, V1), entry(3, V1, V2, actor="bob"), entry(4, V2, None, actor="carol"),
                entry(6, None, "{bad", actor="unknown", errors=["not JSON"])]
