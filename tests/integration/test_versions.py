@@ -194,7 +194,7 @@ async def test_each_change_of_every_kind_is_audited_once_with_two_workers(
 
     # The worker auditing leaves: the other one takes the definitions over and must find what
     # version 5 was from the trail alone. Then it comes back on an empty data directory.
-    [owner] = [w for w in deployment.workers if "audit trail read" in w.log_path.read_text(errors="replace")]
+    owner = auditing_worker(deployment.workers)
     deployment.workers.remove(owner)
     owner.stop()
     await deployment.put_definition(trigger(trigger_id, 6))
@@ -214,7 +214,8 @@ async def test_each_change_of_every_kind_is_audited_once_with_two_workers(
     def audited(records: list[Record]) -> set[tuple[str, int]]:
         return {(r.value["kind"], r.value["version"]) for r in records}
 
-    audit = await deployment.kafka.read(topics.audit, until=lambda rs: expected <= audited(rs), settle=5)
+    audit = await deployment.kafka.read(topics.audit, until=lambda rs: expected <= audited(rs), settle=5,
+                                        timeout=120)
     assert expected <= audited(audit)
     counts = Counter((r.value["kind"], r.value["id"], r.value["version"]) for r in audit)
     assert max(counts.values()) == 1, [key for key, n in counts.items() if n > 1]
@@ -237,6 +238,20 @@ async def audit_of(deployment: Deployment, item_id: str, count: int) -> list[dic
     def mine(records: list[Record]) -> list[dict[str, Any]]:
         return [r.value for r in records if r.value["id"] == item_id]
 
-    records = await deployment.kafka.read(deployment.topics.audit, until=lambda rs: len(mine(rs)) >= count)
+    # Generous: a takeover waits for the group to rebalance and the tables to recover.
+    records = await deployment.kafka.read(deployment.topics.audit, until=lambda rs: len(mine(rs)) >= count,
+                                          timeout=120)
     assert len(mine(records)) >= count, mine(records)
     return mine(records)
+
+
+def auditing_worker(workers: list[WorkerProcess]) -> WorkerProcess:
+    """The worker that read the trail last: the one auditing now (log lines start with the time)."""
+    last_read = {}
+    for worker in workers:
+        reads = [line for line in worker.log_path.read_text(errors="replace").splitlines()
+                 if "audit trail read" in line]
+        if reads:
+            last_read[worker.name] = (reads[-1][:29], worker)
+    assert last_read, "no worker has audited anything"
+    return max(last_read.values(), key=lambda found: found[0])[1]
