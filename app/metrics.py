@@ -67,6 +67,9 @@ class Metrics:
         self.registry.register(self.events_in)
         self.firings = Counter("triggers_firings", "Firings emitted, by trigger and action type.",
                                ["trigger", "action"], registry=self.registry)
+        self.shadow_firings = Counter("triggers_shadow_firings",
+                                      "Firings of shadow triggers (on triggers.shadow, nothing performed), "
+                                      "by trigger and action type.", ["trigger", "action"], registry=self.registry)
         self.dead_letters = Counter("triggers_dead_letters", "Messages dead-lettered, by topic and reason.",
                                     ["topic", "reason"], registry=self.registry)
         self.condition_errors = Counter("triggers_condition_errors",

@@ -53,6 +53,11 @@ class Topics:
         return self._n("triggers.firings")
 
     @property
+    def shadow(self) -> str:
+        """Firings of shadow triggers (mode shadow): evaluated like live ones, performed never."""
+        return self._n("triggers.shadow")
+
+    @property
     def pending(self) -> str:
         """Delayed firings: scheduled, cancelled, fired, dropped."""
         return self._n("triggers.pending")
@@ -158,6 +163,7 @@ class Topics:
         keyed_by_customer = [
             self.streaming, self.cdc, self.outcomes, self.schema, self.deadletter, self.rows,
             self.rerouted, self.ticks, self.firings, self.pending, self.suppressed, self.actions_deadletter,
+            self.shadow,
             *(self.action(t) for t in ACTION_TYPES),
             self.enrollments, self.journey_events, self.recommendations,
         ]

@@ -19,12 +19,14 @@ from app.domain.journeys import JourneyDefinition
 from app.domain.models import (
     ACTION_TYPES,
     CancelOn,
+    Mode,
     TriggerDefinition,
     UpdateAttributeAction,
     WebhookAction,
 )
 from app.domain.policies import CompiledPolicy, InvalidTimezone, PolicyDefinition, compile_policy
 from app.domain.schema import SchemaTable
+from app.domain.shadow import state_id
 from app.domain.webhooks import template_errors
 from app.errors import InvalidDefinition, InvalidExpression
 
@@ -47,6 +49,9 @@ class CompiledTrigger:
     cancel_on: tuple[CancelRule, ...] = field(init=False, repr=False, compare=False)
     # The delay in milliseconds, 0 for a trigger that fires at once.
     delay_ms: int = field(init=False, repr=False, compare=False)
+    # Mode shadow, and the id its per-customer state is kept under (app/domain/shadow.py).
+    shadow: bool = field(init=False, repr=False, compare=False)
+    state_id: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command_action", action_config(self.definition))
@@ -54,6 +59,8 @@ class CompiledTrigger:
         object.__setattr__(self, "cancel_on", tuple(CancelRule(rule) for rule in self.definition.cancel_on))
         delay = self.definition.delay
         object.__setattr__(self, "delay_ms", delay.millis if delay is not None else 0)
+        object.__setattr__(self, "shadow", self.definition.mode is Mode.SHADOW)
+        object.__setattr__(self, "state_id", state_id(self.definition.id, self.shadow))
 
     @property
     def id(self) -> str:
@@ -63,6 +70,13 @@ class CompiledTrigger:
     def sort_key(self) -> tuple[int, str]:
         """Descending priority, ties by id: the contract's evaluation order."""
         return (-self.definition.priority, self.definition.id)
+
+    def in_shadow(self) -> CompiledTrigger:
+        """This trigger in mode shadow (a firing scheduled while it was shadow stays shadow)."""
+        if self.shadow:
+            return self
+        return CompiledTrigger(self.definition.model_copy(update={"mode": Mode.SHADOW}), self.conditions,
+                               self.aggregates, self.version)
 
 
 class CancelRule:

@@ -14,6 +14,7 @@ from app.domain.definitions import CompiledTrigger
 from app.domain.expressions import Budget, Scope
 from app.domain.matching import DefinitionIndex, passes_filters
 from app.domain.models import ActionCommand, Event, Source
+from app.domain.shadow import PERFORMS
 from app.domain.timers import PendingFiring, millis_iso, to_millis
 from app.errors import ExpressionFailed
 
@@ -34,6 +35,7 @@ class Evaluation:
     """What one event caused: firings in emission order, cooldown marks to store, and why not."""
 
     firings: list[ActionCommand] = field(default_factory=list)
+    # Keyed by the trigger's state id (its id, or shadow~<id>: app/domain/shadow.py).
     cooldown_marks: dict[str, CooldownMark] = field(default_factory=dict)
     condition_errors: list[tuple[str, str]] = field(default_factory=list)
     cooled_down: list[str] = field(default_factory=list)
@@ -108,7 +110,8 @@ def _consider(trigger: CompiledTrigger, event: Event, event_json: dict[str, Any]
     if trigger.delay_ms:  # matches now, decided again at its due time (evaluate_due)
         due_ms = to_millis(event.timestamp) + trigger.delay_ms
         result.scheduled.append(PendingFiring(firing_id(trigger.id, event.id), trigger.id, event.customer_id,
-                                              event.id, due_ms, event_json, to_millis(event.timestamp)))
+                                              event.id, due_ms, event_json, to_millis(event.timestamp),
+                                              trigger.shadow))
         return
     _fire(trigger, event.id, event.customer_id, effective_time(event.timestamp, now), event_json, now,
           cooldown_of, result, values)
@@ -126,13 +129,14 @@ def _aggregate_values(trigger: CompiledTrigger, scope: Scope,
 def _fire(trigger: CompiledTrigger, event_id: str, customer_id: str, at: datetime, event_json: dict[str, Any],
           now: datetime, cooldown_of: Callable[[str], CooldownMark | None], result: Evaluation,
           aggregate_values: dict[str, Any] | None) -> None:
-    """The cooldown check, then the firing (and its cooldown mark)."""
+    """The cooldown check, then the firing (and its cooldown mark). Marks are read and kept
+    under the trigger's state id: a shadow trigger's are its own (app/domain/shadow.py)."""
     cooldown = trigger.definition.cooldown_minutes
-    if cooldown > 0 and not may_fire(cooldown_of(trigger.id), cooldown, event_id, at):
+    if cooldown > 0 and not may_fire(cooldown_of(trigger.state_id), cooldown, event_id, at):
         result.cooled_down.append(trigger.id)
         return
     if cooldown > 0:
-        result.cooldown_marks[trigger.id] = CooldownMark(fired_at=at, event_id=event_id)
+        result.cooldown_marks[trigger.state_id] = CooldownMark(fired_at=at, event_id=event_id)
     result.firings.append(_command(trigger, event_id, customer_id, event_json, now, aggregate_values))
 
 
@@ -141,7 +145,10 @@ def evaluate_due(trigger: CompiledTrigger, firing: PendingFiring, customer: Cust
                  aggregates: AggregateValues | None = None) -> Evaluation:
     """A pending firing at its due time: the trigger's conditions again, with the customer's
     row as it is now and the aggregates at the due time, then cooldown; the firingId is the
-    one it would have had without the delay. Filters were checked when it matched."""
+    one it would have had without the delay. Filters were checked when it matched. A firing
+    scheduled in shadow mode stays shadow, even if the trigger has gone live since."""
+    if firing.shadow:
+        trigger = trigger.in_shadow()
     result = Evaluation()
     scope = Scope(event=firing.event, customer=customer, now=now)
     values = _aggregate_values(trigger, scope, aggregates)
@@ -181,6 +188,7 @@ def _command(trigger: CompiledTrigger, event_id: str, customer_id: str, event_js
         event=event_json,
         aggregates=aggregate_values,
         definition_version=trigger.version,
+        shadow=trigger.shadow,
     )
 
 
@@ -215,7 +223,8 @@ def explain(trigger: CompiledTrigger, event: Event, customer: Mapping[str, Any] 
                   and all(c["passed"] for c in conditions))
     report = {"triggerId": trigger.id, "wouldFire": would_fire, "enabled": definition.enabled,
               "typeMatches": type_matches, "filters": filters, "conditions": conditions,
-              "cooldown": "not checked in a dry run", "action": trigger.command_action}
+              "cooldown": "not checked in a dry run", "action": trigger.command_action,
+              "mode": definition.mode.value, "performs": PERFORMS[trigger.shadow]}
     if trigger.aggregates:
         report["aggregates"] = aggregates
     if trigger.delay_ms:

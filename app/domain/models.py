@@ -42,6 +42,14 @@ class Source(StrEnum):
     SCHEDULED = "scheduled"
 
 
+class Mode(StrEnum):
+    """A trigger's `mode`: `shadow` is evaluated like `live`, in state of its own, and
+    performs nothing (its firings go to `triggers.shadow`)."""
+
+    LIVE = "live"
+    SHADOW = "shadow"
+
+
 class Contract(BaseModel):
     """Base for contract models: camelCase on the wire, unknown fields refused."""
 
@@ -288,6 +296,7 @@ class TriggerDefinition(Contract):
     cancel_on: list[CancelOn] = Field(default_factory=list, alias="cancelOn", max_length=limits.MAX_CANCEL_ON)
     aggregates: dict[AggregateName, AggregateDefinition] = Field(default_factory=dict,
                                                                  max_length=limits.MAX_AGGREGATES)
+    mode: Mode = Mode.LIVE
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -421,6 +430,8 @@ class ActionCommand(BaseModel):
     # The trigger's version (its record's offset on the definitions topic) that decided the
     # firing; absent when evaluated outside the catalogs (a dry run, a backtest of a file).
     definition_version: int | None = Field(default=None, alias="definitionVersion")
+    # A shadow trigger's firing: published on `triggers.shadow` only, never performed.
+    shadow: bool = False
 
     @property
     def action_type(self) -> str:
@@ -431,6 +442,8 @@ class ActionCommand(BaseModel):
         for optional in ("aggregates", "definitionVersion"):
             if data[optional] is None:
                 del data[optional]
+        if not data["shadow"]:  # live firings read as they always have
+            del data["shadow"]
         return data
 
 

@@ -4,7 +4,13 @@ may receive, decided per customer on event time, in priority order within one ev
 A customer's contact record (table `contacts`): {"p": {policy id: [[at ms, firing id], ...]},
 "t": {trigger id: [[at ms, firing id], ...]}} — the performed firings each policy and each
 trigger limit counted, oldest first. A firing already counted (a replay) is admitted again
-and not counted twice."""
+and not counted twice.
+
+Shadow triggers (mode shadow) count apart, under "s": {trigger id: {"p": ..., "t": ...}}, the
+same shape, holding only that shadow trigger's firings. A shadow firing is checked against
+the customer's live counts plus its own trigger's shadow counts — "what would have happened
+had it been live" — and counted in its shadow counts only: live firings never see them, so a
+shadow trigger never uses up a customer's allowance."""
 
 from __future__ import annotations
 
@@ -198,6 +204,8 @@ def _clock(text: str) -> time:
 # -- admission -------------------------------------------------------------------------------
 
 Contacts = dict[str, dict[str, list[list[Any]]]]
+# As stored: Contacts, plus "s" (shadow triggers' own Contacts by trigger id) when there are any.
+ContactRecord = dict[str, Any]
 
 
 @dataclass
@@ -207,27 +215,33 @@ class Admission:
     admitted: list[Any] = field(default_factory=list)  # ActionCommand, in order
     suppressed: list[tuple[Any, str, str | None]] = field(default_factory=list)  # (command, reason, policy id)
     deferred: list[tuple[Any, int, str]] = field(default_factory=list)  # (command, due ms, policy id)
-    contacts: Contacts | None = None  # the customer's new record, None when unchanged
+    contacts: ContactRecord | None = None  # the customer's new record, None when unchanged
 
 
 def admit(commands: list[Any], policies: list[CompiledPolicy], trigger_limits: dict[str, TriggerLimit],
-          contacts: Contacts | None, at_ms: int, customer: Any) -> Admission:
+          contacts: ContactRecord | None, at_ms: int, customer: Any) -> Admission:
     """Decide each firing in order (the engine's: descending priority), so that higher
     priority spends the allowance first. A firing counted before (a replay) is admitted
-    again without being counted twice."""
+    again without being counted twice. A shadow firing (`command.shadow`) is checked against
+    the live counts plus its trigger's shadow counts, and counted in the latter only."""
     result = Admission()
     state: Contacts = {"p": dict((contacts or {}).get("p", {})), "t": dict((contacts or {}).get("t", {}))}
+    shadows: dict[str, Contacts] = dict((contacts or {}).get("s", {}))
     changed = False
     for command in commands:
         applicable = [policy for policy in policies
                       if policy.applies(command.action_type, command.priority, command.trigger_id)]
         limit = trigger_limits.get(command.trigger_id)
-        if _counted(state, command.firing_id, command.trigger_id, applicable):
+        counts = checked = state
+        if command.shadow:
+            counts = shadows[command.trigger_id] = _own_copy(shadows.get(command.trigger_id))
+            checked = shadow_view(state, counts, applicable)
+        if _counted(counts, command.firing_id, command.trigger_id, applicable):
             result.admitted.append(command)
             continue
-        verdict = _verdict(state, command, applicable, limit, at_ms, customer)
+        verdict = _verdict(checked, command, applicable, limit, at_ms, customer)
         if verdict is None:
-            _count(state, command, applicable, limit, at_ms)
+            _count(counts, command, applicable, limit, at_ms)
             changed = changed or bool(limit) or any(policy.definition.limits for policy in applicable)
             result.admitted.append(command)
         elif verdict[0] == "defer":
@@ -235,8 +249,21 @@ def admit(commands: list[Any], policies: list[CompiledPolicy], trigger_limits: d
         else:
             result.suppressed.append((command, verdict[0], verdict[2]))
     if changed:
-        result.contacts = state
+        kept = {trigger_id: own for trigger_id, own in shadows.items() if own["p"] or own["t"]}
+        result.contacts = {**state, "s": kept} if kept else dict(state)
     return result
+
+
+def _own_copy(own: Contacts | None) -> Contacts:
+    return {"p": dict((own or {}).get("p", {})), "t": dict((own or {}).get("t", {}))}
+
+
+def shadow_view(live: Contacts, own: Contacts, applicable: list[CompiledPolicy]) -> Contacts:
+    """What a shadow firing is checked against: each applicable policy's live entries plus
+    the shadow trigger's own, and the trigger limit's shadow entries alone (the limit of a
+    trigger whose shadow state starts empty)."""
+    policies = {policy.id: [*live["p"].get(policy.id, []), *own["p"].get(policy.id, [])] for policy in applicable}
+    return {"p": policies, "t": own["t"]}
 
 
 def _counted(state: Contacts, firing_id: str, trigger_id: str, applicable: list[CompiledPolicy]) -> bool:
@@ -296,11 +323,15 @@ def _count(state: Contacts, command: Any, applicable: list[CompiledPolicy], limi
 
 
 def explain_policies(action_type: str, priority: int, trigger_id: str, policies: list[CompiledPolicy],
-                     limit: TriggerLimit | None, contacts: Contacts | None, at_ms: int,
-                     customer: Any) -> dict[str, Any]:
+                     limit: TriggerLimit | None, contacts: ContactRecord | None, at_ms: int,
+                     customer: Any, shadow: bool = False) -> dict[str, Any]:
     """For a dry run: which policies apply to a firing of this trigger, and whether the
-    customer is capped or in quiet hours at `at_ms` — nothing counted."""
+    customer is capped or in quiet hours at `at_ms` — nothing counted. A shadow trigger's
+    counts are the live ones plus its own shadow ones, as when it fires."""
     state: Contacts = {"p": (contacts or {}).get("p", {}), "t": (contacts or {}).get("t", {})}
+    if shadow:
+        state = shadow_view(state, _own_copy((contacts or {}).get("s", {}).get(trigger_id)),
+                            [policy for policy in policies if policy.applies(action_type, priority, trigger_id)])
     at = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
     applying = []
     for policy in policies:

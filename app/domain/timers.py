@@ -30,24 +30,31 @@ class PendingFiring:
     due_ms: int
     event: dict[str, Any]  # the matching event as JSON: `event` when it fires
     event_ms: int = 0  # the matching event's time: only events from then to the due time cancel
+    shadow: bool = False  # scheduled by a shadow trigger: fires to triggers.shadow, whatever the mode then
 
     def entry(self) -> dict[str, Any]:
-        return {"firingId": self.firing_id, "triggerId": self.trigger_id, "eventId": self.event_id,
-                "dueMs": self.due_ms, "eventMs": self.event_ms, "event": self.event}
+        entry: dict[str, Any] = {"firingId": self.firing_id, "triggerId": self.trigger_id,
+                                 "eventId": self.event_id, "dueMs": self.due_ms, "eventMs": self.event_ms,
+                                 "event": self.event}
+        if self.shadow:
+            entry["shadow"] = True
+        return entry
 
     @classmethod
     def from_entry(cls, customer_id: str, entry: Mapping[str, Any]) -> PendingFiring:
         return cls(firing_id=entry["firingId"], trigger_id=entry["triggerId"], customer_id=customer_id,
                    event_id=entry["eventId"], due_ms=int(entry["dueMs"]), event=entry["event"],
-                   event_ms=int(entry.get("eventMs", 0)))
+                   event_ms=int(entry.get("eventMs", 0)), shadow=entry.get("shadow") is True)
 
     def status(self, status: str, at: datetime, reason: str | None = None) -> dict[str, Any]:
         """Its record on `triggers.pending`."""
-        record = {"firingId": self.firing_id, "triggerId": self.trigger_id, "customerId": self.customer_id,
-                  "eventId": self.event_id, "dueAt": millis_iso(self.due_ms), "status": status,
-                  "at": at.isoformat()}
+        record: dict[str, Any] = {
+            "firingId": self.firing_id, "triggerId": self.trigger_id, "customerId": self.customer_id,
+            "eventId": self.event_id, "dueAt": millis_iso(self.due_ms), "status": status, "at": at.isoformat()}
         if reason is not None:
             record["reason"] = reason
+        if self.shadow:
+            record["shadow"] = True
         return record
 
 

@@ -1,5 +1,6 @@
 """Evaluating one event: candidates, the engine's decision with the row read on demand, then
-cooldown marks stored and each firing emitted as its action command and its firing record."""
+cooldown marks stored and each firing emitted as its action command and its firing record
+(a shadow trigger's firing as its record on `triggers.shadow` only)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from app.domain.deadletters import MAX_RECORD_BYTES, action_dead_letter
 from app.domain.encoding import encode
 from app.domain.engine import AggregateValues, Evaluation, evaluate
 from app.domain.models import ActionCommand, Event, Source
+from app.domain.shadow import state_id
 from app.domain.timers import to_millis
 from app.kafka.publisher import Publisher
 from app.metrics import Metrics
@@ -88,13 +90,13 @@ class Evaluator:
         for command in result.firings:
             value = encode(command.to_json())
             if len(value) + len(command.customer_id) > MAX_RECORD_BYTES:
-                refused.add(command.trigger_id)
+                refused.add(state_id(command.trigger_id, command.shadow))
                 await self._refuse_firing(command, len(value))
             else:
                 firings.append((command, value))
-        for trigger_id, mark in result.cooldown_marks.items():
-            if trigger_id not in refused:
-                self.cooldowns[cooldown_key(trigger_id, customer_id)] = mark.to_json()
+        for trigger_state_id, mark in result.cooldown_marks.items():  # a shadow trigger's under its own id
+            if trigger_state_id not in refused:
+                self.cooldowns[cooldown_key(trigger_state_id, customer_id)] = mark.to_json()
         for command, value in firings:
             await self._emit(command, value)
 
@@ -102,7 +104,7 @@ class Evaluator:
         assert self.gate is not None
         admission = await self.gate.admit(customer_id, result.firings, to_millis(at))
         if len(admission.admitted) != len(result.firings):  # no action and no cooldown for the others
-            kept = {command.trigger_id for command in admission.admitted}
+            kept = {state_id(command.trigger_id, command.shadow) for command in admission.admitted}
             result.firings = admission.admitted
             result.cooldown_marks = {tid: mark for tid, mark in result.cooldown_marks.items() if tid in kept}
             result.held = [command.firing_id for command, _, _ in admission.deferred]
@@ -125,10 +127,21 @@ class Evaluator:
             command.action_type, reason, self.clock().isoformat(), [], command.to_json(), None))
 
     async def _emit(self, command: ActionCommand, value: bytes) -> None:
-        """The action command first, then its record on `triggers.firings`."""
+        """The action command first, then its record on `triggers.firings`; a shadow
+        firing only on `triggers.shadow`."""
+        if command.shadow:
+            await self._emit_shadow(command, value)
+            return
         await self.publisher.send(self.topics.action(command.action_type), command.customer_id, value)
         await self.publisher.send(self.topics.firings, command.customer_id, value)
         self.counters["firings"] += 1
         self.metrics.firings.labels(command.trigger_id, command.action_type).inc()
         log.debug("trigger fired", extra={"triggerId": command.trigger_id, "customerId": command.customer_id,
                                          "firingId": command.firing_id, "action": command.action_type})
+
+    async def _emit_shadow(self, command: ActionCommand, value: bytes) -> None:
+        await self.publisher.send(self.topics.shadow, command.customer_id, value)
+        self.counters["shadow_firings"] += 1
+        self.metrics.shadow_firings.labels(command.trigger_id, command.action_type).inc()
+        log.debug("shadow trigger fired", extra={"triggerId": command.trigger_id, "customerId": command.customer_id,
+                                                "firingId": command.firing_id, "action": command.action_type})

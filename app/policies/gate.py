@@ -67,7 +67,7 @@ class ContactGate:
         for command, due_ms, policy_id in admission.deferred:
             self.counters["deferred"] += 1
             held = PendingFiring(command.firing_id, command.trigger_id, command.customer_id, command.event_id,
-                                 due_ms, command.event)
+                                 due_ms, command.event, shadow=command.shadow)
             await self.pending.schedule(partition_for(customer_id, self.partitions), customer_id, [held], None,
                                         reason=f"quiet_hours: policy {policy_id} until {millis_iso(due_ms)}")
         return admission
@@ -78,14 +78,19 @@ class ContactGate:
         definition = trigger.definition
         return policies.explain_policies(str(trigger.command_action["type"]), definition.priority, trigger.id,
                                          self.policies.enabled, definition.limit,
-                                         stored(self.contacts, customer_id), to_millis(now), customer)
+                                         stored(self.contacts, customer_id), to_millis(now), customer,
+                                         trigger.shadow)
 
     async def _suppressed(self, command: ActionCommand, reason: str, policy_id: str | None) -> None:
-        self.counters[f"suppressed_{reason}"] += 1
-        self.metrics.suppressed.labels(reason).inc()
-        suppression: dict[str, Any] = {
+        record: dict[str, Any] = {
             "firingId": command.firing_id, "triggerId": command.trigger_id, "customerId": command.customer_id,
             "eventId": command.event_id, "reason": reason, "policyId": policy_id, "at": self.clock().isoformat()}
         if command.definition_version is not None:  # as on the firing it stopped
-            suppression["definitionVersion"] = command.definition_version
-        await self.publisher.send(self.topics.suppressed, command.customer_id, encode(suppression))
+            record["definitionVersion"] = command.definition_version
+        if command.shadow:  # what a policy would have done to it: counted apart, marked
+            record["shadow"] = True
+            self.counters[f"shadow_suppressed_{reason}"] += 1
+        else:
+            self.counters[f"suppressed_{reason}"] += 1
+            self.metrics.suppressed.labels(reason).inc()
+        await self.publisher.send(self.topics.suppressed, command.customer_id, encode(record))

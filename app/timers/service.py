@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -128,6 +129,8 @@ class Timers:
         if trigger is None or not trigger.definition.enabled:
             await self._publish(firing, "dropped", "trigger deleted" if trigger is None else "trigger disabled")
             return True
+        if trigger.shadow and not firing.shadow:  # scheduled live, the trigger is shadow now: performs nothing
+            firing = replace(firing, shadow=True)
         now = self.clock()
         # In a backlog the due time passed long ago: lateness then says how far behind the backlog is.
         self.metrics.timer_lateness_seconds.observe(max(0.0, to_millis(now) - firing.due_ms) / 1000)
