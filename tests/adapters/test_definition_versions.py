@@ -73,3 +73,19 @@ async def test_a_suppressed_firing_carries_its_version() -> None:
     await send(parts, "e2")
     [suppressed] = parts.sent("triggers.suppressed")
     assert (suppressed["reason"], suppressed["definitionVersion"]) == ("trigger_limit", 12)
+
+
+async def test_shadow_firings_carry_their_version_even_when_scheduled_before_going_live() -> None:
+    parts = EngineParts()
+    define(parts, 5, **trigger("s", mode="shadow"))
+    await send(parts, "e1")
+    assert [f["definitionVersion"] for f in parts.sent("triggers.shadow")] == [5]
+    define(parts, 6, **trigger("d", mode="shadow", delay={"minutes": 5}))
+    await send(parts, "e2", customer="c-2")
+    define(parts, 7, **trigger("d", delay={"minutes": 5}))  # live now: the pending firing stays shadow
+    parts.clock.advance(timedelta(minutes=6))
+    partition = parts.partition_of("c-2")
+    parts.caught_up.update(TP(topic, partition) for topic in parts.event_time.source_topics)
+    await parts.timers.fire_due_now(partition, to_millis(parts.clock()))
+    delayed = [f for f in parts.sent("triggers.shadow") if f["triggerId"] == "d"]
+    assert [f["definitionVersion"] for f in delayed] == [7]
