@@ -9,8 +9,9 @@ is all its events over all its time),
 (f) the worker's RSS, (h) how late delayed firings fire when 1,000 a second come due,
 (g) the worker's RSS with 1,000,000 pending firings and its recovery from an empty data
 directory, (l) webhook deliveries per second to one local endpoint and to 100 (a receiver in a
-process of its own) against a bare httpx client sending the same requests. Prints a table and
-writes bench/results/<time>.json.
+process of its own) against a bare httpx client sending the same requests, (k) a backtest
+(`triggers backtest`) over 1,000,000 events already on the topic: its rate against (b) and its
+peak RSS (`--only-backtest` runs (k) alone). Prints a table and writes bench/results/<time>.json.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import random
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +41,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.cli.devbroker import EmbeddedBroker, free_port
 from app.settings import Settings
-from app.topics import Topics
+from app.topics import Topics, ensure_topics
 from bench.plot import plot
 from bench.webhooks import Receiver, bare_rate
-from tests.support.worker import WorkerProcess
+from tests.support.worker import REPO, WorkerProcess
 
 PARTITIONS = 8
 RESULTS = Path(__file__).parent / "results"
@@ -292,6 +294,74 @@ CAP_NOTE = ("(j) is (b) with one contact policy applying to every firing: a 7-da
             "reaches, so each firing reads and writes the customer's contact history")
 
 
+# (k): a backtest over events already on the topic, run as an operator runs it (the CLI).
+BACKTEST_DAYS = 7
+BACKTEST_START = datetime(2026, 1, 5, tzinfo=UTC)
+BACKTEST_TRIGGER = {**definitions(10, [f"type-{n}" for n in range(10)])[0], "id": "bench-backtest",
+                    "cooldownMinutes": 60}
+BACKTEST_NOTE = ("(k) `triggers backtest` (a process of its own, tqdm bar on) over events of (b)'s shape, dated "
+                 f"over {BACKTEST_DAYS} days, for one definition of (b) with a 60-minute cooldown; rate = events "
+                 "read / the report's seconds (offsets found, records read and decided); peak RSS = the "
+                 "process's VmHWM")
+
+
+def backtest_events(count: int, customers: int, seed: int = 7) -> Iterator[tuple[int, bytes, bytes]]:
+    """(timestamp ms, key, value): (b)'s events (10 types, ~1% over the threshold), in time order."""
+    rng = random.Random(seed)  # noqa: S311 - test data
+    start_ms = int(BACKTEST_START.timestamp() * 1000)
+    step = BACKTEST_DAYS * 86_400_000 / count
+    for n in range(count):
+        customer = f"c-{rng.randrange(customers)}"
+        amount = 5000 if rng.random() < 0.01 else rng.randint(1, 900)
+        yield (start_ms + int(n * step), customer.encode(), json.dumps(
+            {"type": f"type-{rng.randrange(10)}", "customerId": customer, "amount": amount, "channel": "web",
+             "id": f"k{n}"}).encode())
+
+
+async def backtest_rate(bootstrap: str, workdir: Path, count: int, customers: int) -> dict[str, Any]:
+    """(k) `count` events on a fresh streaming topic (record timestamps = the events' times),
+    then `faust -A app.main triggers backtest FILE --from --to --json` over all of them."""
+    topics = Topics(f"k{uuid.uuid4().hex[:6]}.")
+    await ensure_topics(Settings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, TRIGGERS_PARTITIONS=PARTITIONS), topics)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262144)
+    await producer.start()
+    try:
+        for at, key, value in backtest_events(count, customers):
+            await producer.send(topics.streaming, key=key, value=value, timestamp_ms=at)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    definition = workdir / "backtest-trigger.json"
+    definition.write_text(json.dumps(BACKTEST_TRIGGER))
+    end = BACKTEST_START + timedelta(days=BACKTEST_DAYS)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TRIGGERS_TOPIC_PREFIX": topics.prefix,
+           "TRIGGERS_PARTITIONS": str(PARTITIONS)}
+    started = time.perf_counter()
+    process = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "faust", "-A", "app.main", "triggers", "backtest", str(definition),
+         "--from", BACKTEST_START.isoformat(), "--to", end.isoformat(), "--json"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    peak_kb = 0
+    while process.poll() is None:  # VmHWM only grows: the last reading is the peak
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            peak_kb = max(peak_kb, int(next(line for line in status.splitlines()
+                                            if line.startswith("VmHWM:")).split()[1]))
+        except (OSError, StopIteration):
+            pass
+        await asyncio.sleep(0.2)
+    wall = time.perf_counter() - started
+    stdout = process.stdout.read() if process.stdout is not None else b""
+    await delete_topics(bootstrap, topics.prefix)
+    if process.returncode != 0:
+        raise SystemExit(f"(k) the backtest exited with {process.returncode}")
+    report = json.loads(stdout)
+    return {"events": report["eventsRead"], "seconds": report["seconds"],
+            "eventsPerSecond": report["eventsRead"] / report["seconds"], "processSeconds": wall,
+            "wouldFire": report["wouldFire"], "matched": report["matched"], "cooledDown": report["cooledDown"],
+            "peakRssMb": peak_kb / 1024}
+
+
 def aggregate_definitions(types: list[str]) -> list[dict[str, Any]]:
     """10 definitions per type: every event of a type counts in its 5 aggregates, and each of
     its 10 definitions computes and compares two of them; one per type fires (~1%, as in (b))."""
@@ -490,10 +560,21 @@ async def main() -> int:
     parser.add_argument("--due-rate", type=int, default=1000, help="(h) firings coming due per second")
     parser.add_argument("--due-seconds", type=int, default=20, help="(h) for how long")
     parser.add_argument("--deliveries", type=int, default=5000, help="(l) webhook firings per case")
+    parser.add_argument("--backtest-events", type=int, default=1_000_000, help="(k) events backtested")
+    parser.add_argument("--only-backtest", action="store_true", help="run (k) alone and print its figures")
     args = parser.parse_args()
     broker = EmbeddedBroker(free_port()).start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     began = time.perf_counter()
+    if args.only_backtest:
+        try:
+            alone = await backtest_rate(broker.bootstrap, workdir, args.backtest_events, args.customers)
+        finally:
+            broker.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(json.dumps(alone, indent=2))
+        print(BACKTEST_NOTE)
+        return 0
     try:
         types10 = [f"type-{n}" for n in range(10)]
         types200 = [f"type-{n}" for n in range(200)]
@@ -525,6 +606,9 @@ async def main() -> int:
         # The timers cases last: (g) leaves the most behind in the broker, even once its topics are deleted.
         lateness = await timer_lateness(broker.bootstrap, workdir, args.due_rate, args.due_seconds, delay_s=5)
         print(f"(h) timer lateness p99 {lateness['latenessMsP99']:,.0f} ms", flush=True)
+        backtest = await backtest_rate(broker.bootstrap, workdir, args.backtest_events, args.customers)
+        print(f"(k) backtest: {backtest['eventsPerSecond']:,.0f} events/s, peak RSS {backtest['peakRssMb']:.0f} MB",
+              flush=True)
         pending = await pending_timers(broker.bootstrap, workdir, args.timers, args.timer_customers)
         print(f"(g) {args.timers:,} pending timers: {pending['rssMb']:.0f} MB; restart indexed them in "
               f"{pending['restart']['indexedSeconds']:.1f} s", flush=True)
@@ -543,10 +627,12 @@ async def main() -> int:
         "engineAggregates": {**aggregated, "definitions": AGGREGATES_NOTE},
         "engineCapped": {**capped, "definitions": CAP_NOTE},
         "timerLateness": lateness, "pendingTimers": pending, "webhooks": hooks,
+        "backtest": {**backtest, "definitions": BACKTEST_NOTE},
         "ratios": {"engineOverRaw": ten["eventsPerSecond"] / raw,
                    "defs1000OverDefs10": thousand["eventsPerSecond"] / ten["eventsPerSecond"],
                    "aggregatesOverDefs10": aggregated["eventsPerSecond"] / ten["eventsPerSecond"],
-                   "cappedOverDefs10": capped["eventsPerSecond"] / ten["eventsPerSecond"]},
+                   "cappedOverDefs10": capped["eventsPerSecond"] / ten["eventsPerSecond"],
+                   "backtestOverDefs10": backtest["eventsPerSecond"] / ten["eventsPerSecond"]},
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
@@ -633,6 +719,11 @@ def print_table(r: dict[str, Any], out: Path) -> None:
         ("(j) engine, (b) with a cap on every firing", f"{r['engineCapped']['eventsPerSecond']:,.0f} events/s",
          f"j/b = {r['ratios']['cappedOverDefs10']:.2f} (target >= 0.9: the cap costs <= 10%)"),
     ]
+    if "backtest" in r:
+        k = r["backtest"]
+        rows.append((f"(k) backtest over {k['events']:,} events", f"{k['eventsPerSecond']:,.0f} events/s",
+                     f"k/b = {r['ratios']['backtestOverDefs10']:.2f} (target >= 0.5); "
+                     f"peak RSS {k['peakRssMb']:.0f} MB"))
     for hook in r["webhooks"]:
         rows.append((f"(l) webhook deliveries, {hook['endpoints']} endpoint(s)",
                      f"{hook['engineDeliveriesPerSecond']:,.0f} /s",

@@ -16,6 +16,7 @@ from faust.cli import AppCommand, argument, option
 from faust.utils import venusian
 
 from app.cli import versions
+from app.cli.backtest import BacktestRefused, backtest_command
 from app.cli.config_files import KINDS, ConfigBundle, read_config
 from app.cli.row_files import read_rows
 from app.domain.definitions import compile_definition
@@ -34,7 +35,7 @@ from app.topics import Topics, ensure_topics
 # 2 usage error or unknown trigger.
 EXIT_INVALID = 1
 EXIT_USAGE = 2
-SUBCOMMANDS = ("apply", "validate", "list", "delete", "test", "history", "rollback")
+SUBCOMMANDS = ("apply", "validate", "list", "delete", "test", "backtest", "history", "rollback")
 
 
 def command(*options: Any) -> Callable[[Callable[..., Awaitable[None]]], type[AppCommand]]:
@@ -61,23 +62,27 @@ def _topics() -> Topics:
     option("--dry-run", is_flag=True, default=False, help="Validate and report, publish nothing."),
     option("--event", "event_file", default=None, help="test: JSON file with the event."),
     option("--customer", "customer_file", default=None, help="test: JSON file with the customer row."),
+    option("--from", "start", type=str, default=None, help="backtest: start of the range (ISO 8601, or -7d)."),
+    option("--to", "end", type=str, default=None,
+           help="backtest: end of the range (ISO 8601, now, or -1h); rollback: the version to restore."),
+    option("--json", "as_json", is_flag=True, default=False, help="backtest, history: print JSON."),
+    option("--max-events", type=int, default=0, help="backtest: stop after this many events (0: all)."),
     option("--kind", default="trigger", help="history, rollback: the definition's kind (trigger, journey, "
                                              "decision_flow, policy, schema_table)."),
-    option("--json", "as_json", is_flag=True, default=False, help="Print JSON instead of text."),
-    option("--to", type=str, default=None, help="rollback: the version to restore."),
     option("--actor", type=str, default=None,
            help="apply, delete, rollback: who makes the change (default: the OS user)."),
 )
 async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dry_run: bool,
-                   event_file: str | None, customer_file: str | None, kind: str, as_json: bool,
-                   to: str | None, actor: str | None) -> None:
+                   event_file: str | None, customer_file: str | None, start: str | None, end: str | None,
+                   as_json: bool, max_events: int, kind: str, actor: str | None) -> None:
     """Trigger definitions: apply PATH... | validate PATH... | list | delete ID | test ID --event FILE |
+    backtest FILE|ID --from TIME --to TIME [--json] [--max-events N] |
     history ID [--kind KIND] [--json] | rollback ID --to VERSION [--kind KIND]."""
     if subcommand not in SUBCOMMANDS:
         _die(f"unknown subcommand {subcommand!r}: use one of {', '.join(SUBCOMMANDS)}", EXIT_USAGE)
     actor = actor or _os_user()
     if subcommand in ("history", "rollback"):
-        await _versions(subcommand, _single_id(paths), kind, as_json, to, actor)
+        await _versions(subcommand, _single_id(paths), kind, as_json, end, actor)
         return
     if subcommand == "list":
         await _list()
@@ -87,6 +92,9 @@ async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dr
         return
     if subcommand == "test":
         await _test(_single_id(paths), event_file, customer_file)
+        return
+    if subcommand == "backtest":
+        await _backtest(_single_id(paths), start, end, as_json, max_events)
         return
     bundle = read_config([Path(p) for p in paths or ("triggers_config",)])
     if bundle.errors:
@@ -191,6 +199,16 @@ async def _test(trigger_id: str, event_file: str | None, customer_file: str | No
     report = explain(trigger, event, customer, now)
     print(json.dumps(report, indent=2))
     sys.exit(0 if report["wouldFire"] else EXIT_INVALID)
+
+
+async def _backtest(target: str, start: str | None, end: str | None, as_json: bool, max_events: int) -> None:
+    try:
+        await backtest_command(target, start, end, as_json, max_events, _settings(), _topics(), _stored_triggers,
+                               EXIT_INVALID, EXIT_USAGE)
+    except BacktestRefused as exc:
+        for error in exc.errors[:-1]:
+            print(f"error: {error}", file=sys.stderr)
+        _die(exc.errors[-1], exc.code)
 
 
 def _summary(bundle: ConfigBundle) -> str:

@@ -20,6 +20,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
+from app.backtest.service import BacktestBusy, Backtests, BadBacktestRequest, parse_backtest_request
 from app.domain.definitions import CompiledTrigger, compile_definition
 from app.domain.encoding import encode
 from app.domain.engine import explain
@@ -495,6 +496,19 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
             await api.publish(request, app.topic_names.definitions, [(trigger_id, entry.after)], triggerId=trigger_id)
             return self.json({"triggerId": trigger_id, "rolledBackTo": version, "status": "accepted"}, status=202)
 
+    backtests = Backtests(app.settings, app.topic_names)
+
+    class TriggerBacktest(ApiView):
+        async def post(self, request: Request) -> Response:
+            body = await api.write_body(request)
+            try:
+                job = parse_backtest_request(body, app.catalogs.triggers.items.get, api.clock())
+                return self.json(await backtests.run(job))
+            except BadBacktestRequest as exc:
+                raise ApiError(exc.status, exc.error, errors=exc.errors) from None
+            except BacktestBusy as exc:
+                raise ApiError(429, str(exc), {"Retry-After": "5"}) from None
+
     class PrometheusMetrics(ApiView):
         public = True  # scraped by Prometheus, which holds no token; counts only, no definitions
 
@@ -504,6 +518,7 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
     page("/events", "events", Events)
     page("/respond", "respond", Respond)
     page("/triggers", "triggers", TriggerList)
+    page("/triggers/backtest", "trigger-backtest", TriggerBacktest)  # before /triggers/{trigger_id}
     page("/triggers/{trigger_id}", "trigger", Trigger)
     page("/triggers/{trigger_id}/test", "trigger-test", TriggerTest)
     page("/triggers/{trigger_id}/history", "trigger-history", TriggerHistory)
