@@ -81,7 +81,9 @@ class DefinitionAudit:
         self.generation = generation
         self.flush = flush
         self.trails: dict[str, KindTrail] | None = None
-        self._loaded_generation: int | None = None
+        # Per topic, the consumer generation in which its memory was last known current: each
+        # definitions topic is a partition of its own, which a rebalance may move on its own.
+        self._current_in: dict[str, int] = {}
         self.counters = {"audited": 0, "replayed": 0, "reloads": 0}
 
     async def on_definition_message(self, message: Message) -> None:
@@ -107,11 +109,12 @@ class DefinitionAudit:
 
     async def _trail_for(self, topic: str, offset: int) -> KindTrail:
         generation = self.generation()
-        if self.trails is None or (generation != self._loaded_generation
+        if self.trails is None or (self._current_in.get(topic) != generation
                                    and offset != self.trails[topic].last_version + 1):
             await self.flush()  # what this worker audited before is then on the trail
             self.trails = await self._reload()
-        self._loaded_generation = generation
+            self._current_in = dict.fromkeys(self.trails, generation)
+        self._current_in[topic] = generation
         return self.trails[topic]
 
     async def _reload(self) -> dict[str, KindTrail]:
@@ -119,7 +122,8 @@ class DefinitionAudit:
         trails = {topic: KindTrail() for topic in self.catalogs.by_topic}
         topic_of = {catalog.kind: topic for topic, catalog in self.catalogs.by_topic.items()}
         entries = await self._read_whole_trail()
-        for entry in entries:
+        # By version, not by place on the trail: two writers at once may have interleaved.
+        for entry in sorted(entries, key=lambda e: e.version):
             topic = topic_of.get(entry.kind)
             if topic is None:
                 continue
@@ -132,7 +136,6 @@ class DefinitionAudit:
         log.info("audit trail read", extra={"records": len(entries),
                                             **{t: trail.last_version for t, trail in trails.items()}})
         return trails
-
 
     async def _read_whole_trail(self) -> list[AuditEntry]:
         attempt = 1

@@ -118,3 +118,17 @@ async def test_after_a_rebalance_the_next_record_in_sequence_needs_no_rereading(
     worker.generation = 2
     await worker.handle(message(1, trigger(2)))
     assert worker.agent.counters == {"audited": 2, "replayed": 0, "reloads": 1}
+
+
+async def test_each_definitions_topic_is_checked_on_its_own_after_a_rebalance(trail: RecordingProducer) -> None:
+    first, second = Worker(trail), Worker(trail)
+    journey = TOPICS.journey_definitions
+    await first.handle(message(0, trigger(1)), message(0, {"id": "j"}, topic=journey, key="j"))
+    first.generation = second.generation = 2  # only the journeys topic moves to `second`
+    await first.handle(message(1, trigger(2)))
+    await second.handle(message(1, {"id": "j", "name": "moved"}, topic=journey, key="j"))
+    first.generation = second.generation = 3  # and back to `first`, which missed version 1
+    await first.handle(message(2, trigger(3)))  # its triggers follow on: no need to read the trail
+    await first.handle(message(2, {"id": "j", "name": "back"}, topic=journey, key="j"))
+    [*_, last] = [r for r in trail.values(TOPICS.audit) if r["kind"] == "journey"]
+    assert (last["version"], last["before"]) == (2, {"id": "j", "name": "moved"})
