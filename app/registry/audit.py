@@ -58,13 +58,13 @@ class KindTrail:
 
 
 class DefinitionAudit:
-    """Appends each change of each definitions topic to `triggers.audit`, in ONE worker: it
-    runs in the definition agent, a group member, which owns the single partition of each
-    definitions topic.
+    """Appends each change of each definitions topic to `triggers.audit`, in ONE worker per
+    topic: it runs in the definition agent, and the group gives each topic's single partition
+    to one member.
 
     Its memory (a KindTrail per topic) is rebuilt from the whole trail when it may be stale:
-    at its first record after the worker starts, and at its first record after a rebalance
-    unless that record directly follows the last one it audited. A record at or below the last
+    at its first record after the worker starts, and after a rebalance at the first record of
+    a topic that does not directly follow the last one it audited of that topic. A record at or below the last
     audited version was audited already — redelivered after a crash or a rebalance, by this
     worker or another, whose record the rebuilt memory holds — and is skipped. What can still
     write a version twice: two owners at once (a worker that lost the partition mid-write), or
