@@ -92,6 +92,7 @@ class DefinitionAudit:
         trail = await self._trail_for(message.topic, message.offset)
         if message.offset <= trail.last_version:
             self.counters["replayed"] += 1
+            log.info("definition change audited before", extra={"topic": message.topic, "version": message.offset})
             return
         catalog = self.catalogs.by_topic[message.topic]
         key = message.key.decode("utf-8", "replace")
@@ -106,6 +107,8 @@ class DefinitionAudit:
         else:
             trail.values[key] = after
         self.counters["audited"] += 1
+        log.info("definition change audited", extra={"kind": catalog.kind, "id": key[:256], "version": message.offset,
+                                                     "actor": record["actor"]})
 
     async def _trail_for(self, topic: str, offset: int) -> KindTrail:
         generation = self.generation()
