@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -70,16 +70,19 @@ class DefinitionAudit:
     write a version twice: two owners at once (a worker that lost the partition mid-write), or
     a record redelivered to this worker after another audited it without committing; history
     lists each (kind, id, version) once.
+
+    It does not flush the producer before reading the trail: what a worker audited is flushed
+    when it commits, which a rebalance does first, and flushing from inside the agent just
+    after an assignment left the next definitions record undelivered to it (seen in tests).
     """
 
     def __init__(self, settings: Settings, topics: Topics, catalogs: Catalogs, publisher: Publisher,
-                 generation: Callable[[], int], flush: Callable[[], Awaitable[None]]) -> None:
+                 generation: Callable[[], int]) -> None:
         self.settings = settings
         self.topics = topics
         self.catalogs = catalogs
         self.publisher = publisher
         self.generation = generation
-        self.flush = flush
         self.trails: dict[str, KindTrail] | None = None
         # Per topic, the consumer generation in which its memory was last known current: each
         # definitions topic is a partition of its own, which a rebalance may move on its own.
@@ -114,7 +117,6 @@ class DefinitionAudit:
         generation = self.generation()
         if self.trails is None or (self._current_in.get(topic) != generation
                                    and offset != self.trails[topic].last_version + 1):
-            await self.flush()  # what this worker audited before is then on the trail
             self.trails = await self._reload()
             self._current_in = dict.fromkeys(self.trails, generation)
         self._current_in[topic] = generation

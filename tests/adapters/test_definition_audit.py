@@ -53,10 +53,7 @@ class Worker:
         self.generation = 1
         self.agent = DefinitionAudit(Settings(), TOPICS, Catalogs(TOPICS),
                                      Publisher(lambda: trail, TOPICS, Metrics(), FakeClock()),
-                                     lambda: self.generation, self._flush)
-
-    async def _flush(self) -> None:
-        return None
+                                     lambda: self.generation)
 
     async def handle(self, *messages: Message) -> None:
         for each in messages:
