@@ -105,7 +105,8 @@ def build(settings: Settings) -> TriggerApp:
     app.consume_in_batches(app.raw_topic(*intake.source_topics), intake.on_source_batch)
     app.consume_in_batches(app.raw_topic(topics.rerouted), intake.on_rerouted_batch)
     reports = DefinitionReports(topics, app.catalogs, publisher, clock)
-    audit = DefinitionAudit(settings, topics, app.catalogs, publisher, lambda: app.consumer_generation_id)
+    audit = DefinitionAudit(settings, topics, app.catalogs, publisher, lambda: app.consumer_generation_id,
+                            lambda: app.producer.flush())
 
     async def on_definition(message: Message) -> None:
         """One group agent: each change reported if invalid, and appended to the audit trail."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,18 +71,17 @@ class DefinitionAudit:
     a record redelivered to this worker after another audited it without committing; history
     lists each (kind, id, version) once.
 
-    It does not flush the producer before reading the trail: what a worker audited is flushed
-    when it commits, which a rebalance does first, and flushing from inside the agent just
-    after an assignment left the next definitions record undelivered to it (seen in tests).
+    Each audit record is flushed to the broker before the next change is handled.
     """
 
     def __init__(self, settings: Settings, topics: Topics, catalogs: Catalogs, publisher: Publisher,
-                 generation: Callable[[], int]) -> None:
+                 generation: Callable[[], int], flush: Callable[[], Awaitable[None]]) -> None:
         self.settings = settings
         self.topics = topics
         self.catalogs = catalogs
         self.publisher = publisher
         self.generation = generation
+        self.flush = flush
         self.trails: dict[str, KindTrail] | None = None
         # Per topic, the consumer generation in which its memory was last known current: each
         # definitions topic is a partition of its own, which a rebalance may move on its own.
@@ -104,6 +103,9 @@ class DefinitionAudit:
                               actor_of_headers(message.headers), trail.values.get(key), after,
                               _errors(catalog, message.value, key))
         await self.publisher.send(self.topics.audit, key, record)
+        # On the broker before the next change is handled: a worker taking the topic over
+        # reads the trail, and a record still in this producer would be audited twice.
+        await self.flush()
         trail.last_version = message.offset
         if after is None:
             trail.values.pop(key, None)

@@ -53,7 +53,11 @@ class Worker:
         self.generation = 1
         self.agent = DefinitionAudit(Settings(), TOPICS, Catalogs(TOPICS),
                                      Publisher(lambda: trail, TOPICS, Metrics(), FakeClock()),
-                                     lambda: self.generation)
+                                     lambda: self.generation, self._flush)
+        self.flushes = 0
+
+    async def _flush(self) -> None:
+        self.flushes += 1
 
     async def handle(self, *messages: Message) -> None:
         for each in messages:
@@ -84,6 +88,7 @@ async def test_each_change_is_audited_with_what_it_replaced(trail: RecordingProd
     assert records[3]["after"] == "{broken" and records[3]["before"] is None and records[3]["errors"]
     assert "errors" not in records[0] and records[0]["at"] == "2026-01-01T09:00:00+00:00"
     assert trail.keys(TOPICS.audit)[0] == "t"
+    assert worker.flushes == 5  # each record on the broker before the next change
 
 
 async def test_a_redelivered_record_is_not_audited_again(trail: RecordingProducer) -> None:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.domain.versions import AuditEntry, history
 from app.registry.catalogs import Catalogs
 from tests.integration.conftest import Deployment, start_deployment
 from tests.support.kafka import Record
@@ -183,21 +183,52 @@ async def test_cli_refuses_unknown_ids_versions_and_deletions(two_workers: Deplo
     assert restored.returncode == 0, restored.stderr
 
 
+@pytest.fixture
+async def fresh_two_workers(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Deployment]:
+    """Two workers of their own: no webhook delivery of the other tests pending on the
+    partitions that move (see the report of 2026-12-02: with one pending, the definition
+    agent of the worker taking over was at times not handed its second record)."""
+    deployment = await start_deployment(kafka_bootstrap, tmp_path, workers=2,
+                                        env={"TRIGGERS_API_TOKENS": f"carol:{CAROL}"})
+    yield deployment
+    deployment.stop()
+    await deployment.kafka.stop()
+
+
 async def test_each_change_of_every_kind_is_audited_once_with_two_workers(
-        two_workers: Deployment, tmp_path: Path) -> None:
-    deployment, topics = two_workers, two_workers.topics
+        fresh_two_workers: Deployment, tmp_path: Path) -> None:
+    deployment, topics = fresh_two_workers, fresh_two_workers.topics
     journey_id, trigger_id, bad_id = unique("journey"), unique("once"), unique("bad")
     await deployment.put(topics.journey_definitions, "journey", journey_id, {"id": journey_id})
     await deployment.put_definition(trigger(trigger_id, 5))
     await deployment.put_definition({"id": bad_id, "source": "streaming"})  # rejected: audited with its errors
-    await audit_of(deployment, trigger_id, 1)
+    await deployment.put(topics.policy_definitions, "policy", "cap", {"id": "cap", "limits": [
+        {"max": 3, "window": {"days": 7}}]})
 
-    # The worker auditing leaves: the other one takes the definitions over and must find what
-    # version 5 was from the trail alone. Then it comes back on an empty data directory.
+    # Two workers running: every record of every definitions topic audited exactly once.
+    kind_of = {topic: catalog.kind for topic, catalog in Catalogs(topics).by_topic.items()}
+
+    async def published() -> set[tuple[str, int]]:
+        return {(kind_of[topic], record.offset) for topic in topics.definition_topics
+                for record in await deployment.kafka.read(topic, timeout=3) if record.key is not None}
+
+    def audited(records: list[Record]) -> set[tuple[str, int]]:
+        return {(r.value["kind"], r.value["version"]) for r in records}
+
+    expected = await published()
+    audit = await deployment.kafka.read(topics.audit, until=lambda rs: expected <= audited(rs), settle=5,
+                                        timeout=120)
+    assert audited(audit) == expected and len(audit) == len(expected) == 4
+    [rejected] = [r.value for r in audit if r.value["id"] == bad_id]
+    assert rejected["errors"] and rejected["actor"] == "unknown"
+
+    # The worker auditing triggers leaves: the other one takes the topic over and must find
+    # what version 5 was on the trail alone. Then it comes back on an empty data directory.
     owner = auditing_worker(deployment.workers)
     deployment.workers.remove(owner)
     owner.stop()
     await deployment.put_definition(trigger(trigger_id, 6))
+    await audit_of(deployment, trigger_id, 2)
     await deployment.put_definition(None, trigger_id)
     await audit_of(deployment, trigger_id, 3)
     back = WorkerProcess(owner.env["KAFKA_BOOTSTRAP_SERVERS"], owner.env["TRIGGERS_APP_ID"],
@@ -206,27 +237,15 @@ async def test_each_change_of_every_kind_is_audited_once_with_two_workers(
     await back.wait_healthy()
     await deployment.put_definition(trigger(trigger_id, 7))
 
-    # Every definition record on every topic (from every test of this module), audited once.
-    kind_of = {topic: catalog.kind for topic, catalog in Catalogs(topics).by_topic.items()}
-    expected = {(kind_of[topic], record.offset) for topic in topics.definition_topics
-                for record in await deployment.kafka.read(topic, timeout=3) if record.key is not None}
-
-    def audited(records: list[Record]) -> set[tuple[str, int]]:
-        return {(r.value["kind"], r.value["version"]) for r in records}
-
+    # Across the moves every record is audited; a takeover may write one twice, which
+    # history lists once (docs/contract.md 3.10).
+    expected = await published()
     audit = await deployment.kafka.read(topics.audit, until=lambda rs: expected <= audited(rs), settle=5,
                                         timeout=120)
-    assert expected <= audited(audit)
-    counts = Counter((r.value["kind"], r.value["id"], r.value["version"]) for r in audit)
-    assert max(counts.values()) == 1, [key for key, n in counts.items() if n > 1]
-
-    mine = [r.value for r in audit if r.value["id"] in (journey_id, trigger_id, bad_id)]
-    assert [(r["kind"], r["id"]) for r in mine][:1] == [("journey", journey_id)]
-    changes = [r for r in mine if r["id"] == trigger_id]
-    assert [_minimum(r["before"]) for r in changes] == [None, 5, 6, None]
-    assert [_minimum(r["after"]) for r in changes] == [5, 6, None, 7]
-    [rejected] = [r for r in mine if r["id"] == bad_id]
-    assert rejected["errors"] and rejected["actor"] == "unknown"
+    assert audited(audit) == expected
+    changes = history([entry for r in audit if (entry := AuditEntry.from_json(r.value))], "trigger", trigger_id)
+    assert [_minimum(e.before) for e in changes] == [None, 5, 6, None]
+    assert [_minimum(e.after) for e in changes] == [5, 6, None, 7]
 
 
 def _minimum(definition: dict[str, Any] | None) -> int | None:
