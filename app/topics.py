@@ -58,6 +58,16 @@ class Topics:
         return self._n("triggers.shadow")
 
     @property
+    def holdout(self) -> str:
+        """Held-out firings of experiments: counted like firings, performed never."""
+        return self._n("triggers.holdout")
+
+    @property
+    def conversions(self) -> str:
+        """Firings and held-out firings their customer converted after (one record per firing)."""
+        return self._n("triggers.conversions")
+
+    @property
     def pending(self) -> str:
         """Delayed firings: scheduled, cancelled, fired, dropped."""
         return self._n("triggers.pending")
@@ -163,7 +173,7 @@ class Topics:
         keyed_by_customer = [
             self.streaming, self.cdc, self.outcomes, self.schema, self.deadletter, self.rows,
             self.rerouted, self.ticks, self.firings, self.pending, self.suppressed, self.actions_deadletter,
-            self.shadow,
+            self.shadow, self.holdout, self.conversions,
             *(self.action(t) for t in ACTION_TYPES),
             self.enrollments, self.journey_events, self.recommendations,
         ]

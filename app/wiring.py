@@ -23,6 +23,7 @@ from app.domain.journey_events import REROUTED_KIND
 from app.domain.timers import to_millis
 from app.evaluation.evaluator import Evaluator
 from app.evaluation.timed import TimedEvaluation
+from app.experiments.tracker import ConversionTracker
 from app.intake.row_loads import RowLoads
 from app.intake.sources import SourceIntake
 from app.kafka.app import TriggerApp, one_by_one
@@ -60,7 +61,7 @@ def build(settings: Settings) -> TriggerApp:
     # Timers and aggregates may hold millions of small records: RocksDB's default memtables
     # (64 MB, three per partition and table) would hold them all in memory before a flush.
     tables.update({name: app.Table(name, default=None, partitions=settings.partitions, options=SMALL_MEMTABLES)
-                   for name in ("timers", "aggregates", "contacts", "deliveries")})
+                   for name in ("timers", "aggregates", "contacts", "deliveries", "experiments")})
     clock = utc_now
     publisher = Publisher(lambda: app.producer, app.topic_names, metrics, clock)
     row_store = RowStore(tables["rows"], publisher)
@@ -71,8 +72,10 @@ def build(settings: Settings) -> TriggerApp:
     pending = PendingFirings(topics, app.catalogs.triggers, timer_store, publisher, metrics, clock)
     gate = ContactGate(topics, app.catalogs, tables["contacts"], pending, row_store, publisher, metrics,
                        settings.partitions, clock)
+    # Experiments' open conversion windows, per customer (app/experiments/tracker.py).
+    conversions = ConversionTracker(topics, app.catalogs.triggers, tables["experiments"], publisher, clock)
     evaluator = Evaluator(topics, app.catalogs.triggers, publisher, row_store, tables["cooldowns"], metrics, clock,
-                          gate)
+                          gate, conversions)
     row_loads = RowLoads(topics, app.catalogs.tables, row_store, publisher, metrics, clock)
 
     # -- timers and aggregates (docs/timers.md) -------------------------------------------------
@@ -81,7 +84,7 @@ def build(settings: Settings) -> TriggerApp:
                            lambda tp: cast(Consumer, app.consumer).caught_up(tp))
     timers = Timers(topics, app.catalogs.triggers, pending, event_time, evaluator, row_store, aggregates,
                     metrics, clock)
-    timed = TimedEvaluation(app.catalogs.triggers, evaluator, aggregates, timers)
+    timed = TimedEvaluation(app.catalogs.triggers, evaluator, aggregates, timers, conversions)
 
     swept: set[frozenset[str]] = set()  # the aggregates in use when the local state was last swept
 
@@ -101,7 +104,7 @@ def build(settings: Settings) -> TriggerApp:
         for partition in list(timer_store.heaps):
             await timers.fire_due_now(partition, now_ms)
 
-    intake = SourceIntake(settings, topics, evaluator, timed, row_loads, publisher)
+    intake = SourceIntake(settings, topics, evaluator, timed, row_loads, publisher, conversions)
     app.consume_in_batches(app.raw_topic(*intake.source_topics), intake.on_source_batch)
     app.consume_in_batches(app.raw_topic(topics.rerouted), intake.on_rerouted_batch)
     reports = DefinitionReports(topics, app.catalogs, publisher, clock)
@@ -172,8 +175,8 @@ def build(settings: Settings) -> TriggerApp:
 
     # -- web ---------------------------------------------------------------------------------
     register_health(app, lambda: (publisher.counters + intake.counters + row_loads.counters + evaluator.counters
-                                  + timers.counters + gate.counters + action_counters), dispatcher.backlog,
-                    endpoint_health.disabled_count)
+                                  + timers.counters + gate.counters + conversions.counters + action_counters),
+                    dispatcher.backlog, endpoint_health.disabled_count)
     register_api(app, row_store, aggregates, gate, clock, metrics)
     return app
 

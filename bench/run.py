@@ -11,7 +11,10 @@ is all its events over all its time),
 directory, (l) webhook deliveries per second to one local endpoint and to 100 (a receiver in a
 process of its own) against a bare httpx client sending the same requests, (k) a backtest
 (`triggers backtest`) over 1,000,000 events already on the topic: its rate against (b) and its
-peak RSS (`--only-backtest` runs (k) alone). Prints a table and writes bench/results/<time>.json.
+peak RSS (`--only-backtest` runs (k) alone), (m) (b) with an experiment on every firing: a
+10% holdout, two variants and a conversion window per firing, which events of one of the ten
+types convert (`--only-experiment` runs (b) and (m) once each). Prints a table and writes
+bench/results/<time>.json.
 """
 
 from __future__ import annotations
@@ -526,6 +529,18 @@ async def timer_lateness(bootstrap: str, workdir: Path, rate: int, seconds: int,
             **_percentiles("latenessMs", late)}
 
 
+async def experiment_cost(bootstrap: str, workdir: Path, count: int, customers: int) -> dict[str, Any]:
+    """(b) and (m) once each on the same events: m/b."""
+    types10 = [f"type-{n}" for n in range(10)]
+    events = make_events(count, customers, types10, firing_share=0.01)
+    plain = await engine_throughput(bootstrap, workdir, events, definitions(10, types10), "defs10")
+    experimented = await engine_throughput(bootstrap, workdir, events, experiment_definitions(types10),
+                                           "experiment10")
+    return {"b": {k: v for k, v in plain.items() if k != "timeline"},
+            "m": {k: v for k, v in experimented.items() if k != "timeline"},
+            "experimentOverDefs10": experimented["eventsPerSecond"] / plain["eventsPerSecond"]}
+
+
 def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Several runs of one case as one: all their events over all their time."""
     events, seconds = sum(r["events"] for r in runs), sum(r["seconds"] for r in runs)
@@ -544,10 +559,30 @@ def _percentiles(name: str, seconds: list[float]) -> dict[str, float]:
             f"{name}Mean": statistics.fmean(ordered) * 1000}
 
 
-# (b), (c), (i) and (j) four times each in this order: this VM's speed drifts by tens of percent
+# (m): (b) with an experiment on every firing: each firing is assigned (a SHA-256 per firing),
+# 10% are held out, each opens a conversion window in the experiments table, and every event of
+# type-0 (a tenth of them) is shown to the conversion tracker, reading its customer's windows.
+EXPERIMENT_NOTE = ("(m) is (b) with an experiment on every definition: holdoutPercent 10, two variants (weights "
+                   "1:1, enroll_journey), a conversion window of 7 days per firing, converted by any type-0 event")
+
+
+def experiment_definitions(types: list[str]) -> list[dict[str, Any]]:
+    return [{**definition, "experiment": {
+        "holdoutPercent": 10,
+        "variants": [{"name": "A", "weight": 1, "action": definition["action"]},
+                     {"name": "B", "weight": 1, "action": definition["action"]}],
+        "conversion": {"source": "streaming", "eventType": types[0], "within": {"days": 7}}}}
+        for definition in definitions(10, types)]
+
+
+# (b), (c), (i), (j) and (m) four times each in this order: this VM's speed drifts by tens of percent
 # within minutes, and a steady drift then weighs on all of them alike; every (b) run is next to
 # an (i) and a (j) run.
-THROUGHPUT_ORDER = ("b", "i", "j", "c", "c", "j", "i", "b", "c", "b", "i", "j", "j", "i", "b", "c")
+THROUGHPUT_ORDER = ("b", "i", "j", "m", "c", "c", "m", "j", "i", "b", "c", "b", "m", "i", "j", "j", "i", "m",
+                    "b", "c")
+# `--quick`: the same cases twice each, and no (d), (e), (g), (h), (l): a check of the ratios
+# after a change that leaves latency, timers and webhooks alone (the results file says so).
+QUICK_ORDER = ("b", "i", "j", "m", "c", "c", "m", "j", "i", "b")
 
 
 async def main() -> int:
@@ -562,6 +597,9 @@ async def main() -> int:
     parser.add_argument("--deliveries", type=int, default=5000, help="(l) webhook firings per case")
     parser.add_argument("--backtest-events", type=int, default=1_000_000, help="(k) events backtested")
     parser.add_argument("--only-backtest", action="store_true", help="run (k) alone and print its figures")
+    parser.add_argument("--only-experiment", action="store_true", help="run (b) and (m) once each, print m/b")
+    parser.add_argument("--quick", action="store_true",
+                        help="(a)-(c), (f), (i)-(k), (m) only, each throughput case twice (about 10 minutes)")
     args = parser.parse_args()
     broker = EmbeddedBroker(free_port()).start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -575,6 +613,15 @@ async def main() -> int:
         print(json.dumps(alone, indent=2))
         print(BACKTEST_NOTE)
         return 0
+    if args.only_experiment:
+        try:
+            alone = await experiment_cost(broker.bootstrap, workdir, args.events, args.customers)
+        finally:
+            broker.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(json.dumps(alone, indent=2))
+        print(EXPERIMENT_NOTE)
+        return 0
     try:
         types10 = [f"type-{n}" for n in range(10)]
         types200 = [f"type-{n}" for n in range(200)]
@@ -586,9 +633,10 @@ async def main() -> int:
         cases = {"b": ("defs10", events10, definitions(10, types10), []),
                  "c": ("defs1000", events200, definitions(1000, types200), []),
                  "i": ("aggregates100", events10, aggregate_definitions(types10), []),
-                 "j": ("capped10", events10, definitions(10, types10), [CAP_POLICY])}
+                 "j": ("capped10", events10, definitions(10, types10), [CAP_POLICY]),
+                 "m": ("experiment10", events10, experiment_definitions(types10), [])}
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _, _ in cases.values()}
-        for case in THROUGHPUT_ORDER:
+        for case in QUICK_ORDER if args.quick else THROUGHPUT_ORDER:
             name, events, defs, policies = cases[case]
             run = await engine_throughput(broker.bootstrap, workdir, events, defs, name, policies)
             runs[name].append(run)
@@ -596,22 +644,29 @@ async def main() -> int:
         ten, thousand, aggregated = combined(runs["defs10"]), combined(runs["defs1000"]), \
             combined(runs["aggregates100"])
         capped = combined(runs["capped10"])
-        latency = await steady_latency(broker.bootstrap, workdir, rate=100, seconds=args.latency_seconds)
-        print("(d)(e) latency measured", flush=True)
-        hooks = [await webhook_deliveries(broker.bootstrap, workdir, args.deliveries, endpoints)
-                 for endpoints in (1, 100)]
-        for hook in hooks:
-            print(f"(l) {hook['endpoints']} endpoint(s): {hook['engineDeliveriesPerSecond']:,.0f} deliveries/s, "
-                  f"bare httpx {hook['bareHttpxRequestsPerSecond']:,.0f}/s", flush=True)
-        # The timers cases last: (g) leaves the most behind in the broker, even once its topics are deleted.
-        lateness = await timer_lateness(broker.bootstrap, workdir, args.due_rate, args.due_seconds, delay_s=5)
-        print(f"(h) timer lateness p99 {lateness['latenessMsP99']:,.0f} ms", flush=True)
+        experimented = combined(runs["experiment10"])
+        latency: dict[str, Any] | None = None
+        hooks: list[dict[str, Any]] = []
+        lateness: dict[str, Any] | None = None
+        pending: dict[str, Any] | None = None
+        if not args.quick:
+            latency = await steady_latency(broker.bootstrap, workdir, rate=100, seconds=args.latency_seconds)
+            print("(d)(e) latency measured", flush=True)
+            hooks = [await webhook_deliveries(broker.bootstrap, workdir, args.deliveries, endpoints)
+                     for endpoints in (1, 100)]
+            for hook in hooks:
+                print(f"(l) {hook['endpoints']} endpoint(s): {hook['engineDeliveriesPerSecond']:,.0f} deliveries/s, "
+                      f"bare httpx {hook['bareHttpxRequestsPerSecond']:,.0f}/s", flush=True)
+            # The timers cases last: (g) leaves the most behind in the broker, even once its topics are deleted.
+            lateness = await timer_lateness(broker.bootstrap, workdir, args.due_rate, args.due_seconds, delay_s=5)
+            print(f"(h) timer lateness p99 {lateness['latenessMsP99']:,.0f} ms", flush=True)
         backtest = await backtest_rate(broker.bootstrap, workdir, args.backtest_events, args.customers)
         print(f"(k) backtest: {backtest['eventsPerSecond']:,.0f} events/s, peak RSS {backtest['peakRssMb']:.0f} MB",
               flush=True)
-        pending = await pending_timers(broker.bootstrap, workdir, args.timers, args.timer_customers)
-        print(f"(g) {args.timers:,} pending timers: {pending['rssMb']:.0f} MB; restart indexed them in "
-              f"{pending['restart']['indexedSeconds']:.1f} s", flush=True)
+        if not args.quick:
+            pending = await pending_timers(broker.bootstrap, workdir, args.timers, args.timer_customers)
+            print(f"(g) {args.timers:,} pending timers: {pending['rssMb']:.0f} MB; restart indexed them in "
+                  f"{pending['restart']['indexedSeconds']:.1f} s", flush=True)
     except BaseException:
         print(f"worker logs and data kept in {workdir}", file=sys.stderr)
         raise
@@ -622,20 +677,22 @@ async def main() -> int:
     results = {
         "at": datetime.now(UTC).isoformat(), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                          "python": sys.version.split()[0]},
-        "benchSeconds": time.perf_counter() - began,
+        "benchSeconds": time.perf_counter() - began, "quick": args.quick,
         "bareConsumerEventsPerSecond": raw, "engine10": ten, "engine1000": thousand, "latency": latency,
         "engineAggregates": {**aggregated, "definitions": AGGREGATES_NOTE},
         "engineCapped": {**capped, "definitions": CAP_NOTE},
+        "engineExperiment": {**experimented, "definitions": EXPERIMENT_NOTE},
         "timerLateness": lateness, "pendingTimers": pending, "webhooks": hooks,
         "backtest": {**backtest, "definitions": BACKTEST_NOTE},
         "ratios": {"engineOverRaw": ten["eventsPerSecond"] / raw,
                    "defs1000OverDefs10": thousand["eventsPerSecond"] / ten["eventsPerSecond"],
                    "aggregatesOverDefs10": aggregated["eventsPerSecond"] / ten["eventsPerSecond"],
                    "cappedOverDefs10": capped["eventsPerSecond"] / ten["eventsPerSecond"],
+                   "experimentOverDefs10": experimented["eventsPerSecond"] / ten["eventsPerSecond"],
                    "backtestOverDefs10": backtest["eventsPerSecond"] / ten["eventsPerSecond"]},
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
     out.write_text(json.dumps(results, indent=2))
     print_table(results, out)
     png = plot(results, out.with_suffix(".png"))
@@ -692,33 +749,26 @@ async def webhook_deliveries(bootstrap: str, workdir: Path, count: int, endpoint
 
 
 def print_table(r: dict[str, Any], out: Path) -> None:
-    lat, late, timers = r["latency"], r["timerLateness"], r["pendingTimers"]
-    restart = timers["restart"]
     rows = [
         ("(a) bare aiokafka consume+decode", f"{r['bareConsumerEventsPerSecond']:,.0f} events/s", ""),
         ("(b) engine, 10 definitions, ~1% firing", f"{r['engine10']['eventsPerSecond']:,.0f} events/s",
          f"engine/raw = {r['ratios']['engineOverRaw']:.3f} (target >= 0.15)"),
         ("(c) engine, 1000 definitions / 200 types", f"{r['engine1000']['eventsPerSecond']:,.0f} events/s",
          f"1000/10 = {r['ratios']['defs1000OverDefs10']:.2f} (target >= 0.8)"),
-        ("(d) produce-to-firing at 100 events/s", f"p50 {lat['produceToFiringMsP50']:.1f} ms",
-         f"p99 {lat['produceToFiringMsP99']:.1f} ms (target <= 100)"),
-        ("(e) firing-to-recommendation", f"p50 {lat['firingToRecommendationMsP50']:.1f} ms",
-         f"p99 {lat['firingToRecommendationMsP99']:.1f} ms"),
         ("(f) worker RSS after the 1000-definition run", f"{r['engine1000']['rssMb']:.0f} MB", "(target <= 300)"),
-        (f"(g) worker RSS, {timers['scheduled']:,} pending timers", f"{timers['rssMb']:.0f} MB",
-         f"(target <= 400) {timers['customers']:,} customers x {timers['events'] // timers['customers']} events, "
-         f"delay 30 days; scheduled at {timers['scheduledPerSecond']:,.0f} events/s"),
-        ("(g) restart, empty data dir: index rebuilt", f"{restart['indexedSeconds']:.1f} s",
-         f"healthy after {restart['healthySeconds']:.1f} s; {restart['indexedPending']:,} indexed (the index "
-         f"itself {restart['indexBuildSeconds']:.1f} s); RSS then {restart['rssMb']:.0f} MB"),
-        (f"(h) timer lateness, {late['rate']:,} due/s for {late['seconds']} s", f"p50 {late['latenessMsP50']:.0f} ms",
-         f"p99 {late['latenessMsP99']:.0f} ms (target <= 1000), max {late['latenessMsMax']:.0f} ms; "
-         f"{late['statuses'].get('fired', 0):,} fired, {late['undecided']:,} undecided"),
+    ]
+    if r["latency"] is not None:
+        rows += latency_and_timer_rows(r)
+    rows += [
         ("(i) engine, 100 aggregate definitions", f"{r['engineAggregates']['eventsPerSecond']:,.0f} events/s",
          f"i/b = {r['ratios']['aggregatesOverDefs10']:.2f} (target >= 0.7)"),
         ("(j) engine, (b) with a cap on every firing", f"{r['engineCapped']['eventsPerSecond']:,.0f} events/s",
          f"j/b = {r['ratios']['cappedOverDefs10']:.2f} (target >= 0.9: the cap costs <= 10%)"),
     ]
+    if "engineExperiment" in r:
+        rows.append(("(m) engine, (b) with an experiment on every firing",
+                     f"{r['engineExperiment']['eventsPerSecond']:,.0f} events/s",
+                     f"m/b = {r['ratios']['experimentOverDefs10']:.2f} (target >= 0.9: the experiment costs <= 10%)"))
     if "backtest" in r:
         k = r["backtest"]
         rows.append((f"(k) backtest over {k['events']:,} events", f"{k['eventsPerSecond']:,.0f} events/s",
@@ -732,10 +782,35 @@ def print_table(r: dict[str, Any], out: Path) -> None:
     print()
     for name, value, note in rows:
         print(f"{name:<46} {value:>20}   {note}")
-    print(f"\n{AGGREGATES_NOTE}.\n{CAP_NOTE}.")
-    print(f"(g) {timers['events']:,} events produced as a backlog, then the worker started; the restart deletes its "
-          "data directory, so its tables come back from their changelogs before the index is rebuilt.")
+    print(f"\n{AGGREGATES_NOTE}.\n{CAP_NOTE}.\n{EXPERIMENT_NOTE}.")
+    if r["pendingTimers"] is not None:
+        print(f"(g) {r['pendingTimers']['events']:,} events produced as a backlog, then the worker started; the "
+              "restart deletes its data directory, so its tables come back from their changelogs before the index "
+              "is rebuilt.")
+    if r["quick"]:
+        print("--quick: (d), (e), (g), (h) and (l) not measured in this run.")
     print(f"\nresults: {out} (the bench took {r['benchSeconds'] / 60:.1f} minutes)")
+
+
+def latency_and_timer_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(d), (e), (g), (h): not measured by `--quick`."""
+    lat, late, timers = r["latency"], r["timerLateness"], r["pendingTimers"]
+    restart = timers["restart"]
+    return [
+        ("(d) produce-to-firing at 100 events/s", f"p50 {lat['produceToFiringMsP50']:.1f} ms",
+         f"p99 {lat['produceToFiringMsP99']:.1f} ms (target <= 100)"),
+        ("(e) firing-to-recommendation", f"p50 {lat['firingToRecommendationMsP50']:.1f} ms",
+         f"p99 {lat['firingToRecommendationMsP99']:.1f} ms"),
+        (f"(g) worker RSS, {timers['scheduled']:,} pending timers", f"{timers['rssMb']:.0f} MB",
+         f"(target <= 400) {timers['customers']:,} customers x {timers['events'] // timers['customers']} events, "
+         f"delay 30 days; scheduled at {timers['scheduledPerSecond']:,.0f} events/s"),
+        ("(g) restart, empty data dir: index rebuilt", f"{restart['indexedSeconds']:.1f} s",
+         f"healthy after {restart['healthySeconds']:.1f} s; {restart['indexedPending']:,} indexed (the index "
+         f"itself {restart['indexBuildSeconds']:.1f} s); RSS then {restart['rssMb']:.0f} MB"),
+        (f"(h) timer lateness, {late['rate']:,} due/s for {late['seconds']} s", f"p50 {late['latenessMsP50']:.0f} ms",
+         f"p99 {late['latenessMsP99']:.0f} ms (target <= 1000), max {late['latenessMsMax']:.0f} ms; "
+         f"{late['statuses'].get('fired', 0):,} fired, {late['undecided']:,} undecided"),
+    ]
 
 
 if __name__ == "__main__":

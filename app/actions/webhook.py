@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from app.actions.delivery.dispatch import HttpRequest
 from app.actions.performer import Performer
+from app.domain.experiments import variant_action
 from app.domain.models import ActionCommand, WebhookAction
 from app.domain.webhooks import Template, compile_template
 from app.errors import ActionFailed, ExpressionFailed, InvalidExpression
@@ -43,6 +44,9 @@ class Webhook(Performer):
             return None, {}
         trigger = self.services.catalogs.triggers.get(command.trigger_id)
         configured = trigger.definition.action if trigger else None
+        if trigger is not None and command.group and trigger.definition.experiment is not None:
+            # A variant's webhook keeps its own secret and headers in the definition.
+            configured = variant_action(trigger.definition.experiment, command.group) or configured
         if not isinstance(configured, WebhookAction):
             raise ActionFailed(DEFINITION_GONE)
         if signed and configured.secret is None:

@@ -23,9 +23,11 @@ from app.domain.definitions import compile_definition
 from app.domain.encoding import encode
 from app.domain.engine import explain
 from app.domain.intake import parse_event
+from app.domain.replay import parse_since
 from app.domain.rows import RowLoad
 from app.domain.versions import ACTOR_HEADER, UNKNOWN_ACTOR, NotRestorable, UnknownVersion
 from app.errors import InvalidDefinition, MalformedEvent
+from app.experiments.report import ReportUnavailable, build_report, read_records, report_text
 from app.registry.catalogs import TriggerCatalog
 from app.registry.reader import read_compacted
 from app.settings import Settings, get_settings
@@ -35,7 +37,7 @@ from app.topics import Topics, ensure_topics
 # 2 usage error or unknown trigger.
 EXIT_INVALID = 1
 EXIT_USAGE = 2
-SUBCOMMANDS = ("apply", "validate", "list", "delete", "test", "backtest", "history", "rollback")
+SUBCOMMANDS = ("apply", "validate", "list", "delete", "test", "backtest", "report", "history", "rollback")
 
 
 def command(*options: Any) -> Callable[[Callable[..., Awaitable[None]]], type[AppCommand]]:
@@ -67,6 +69,7 @@ def _topics() -> Topics:
            help="backtest: end of the range (ISO 8601, now, or -1h); rollback: the version to restore."),
     option("--json", "as_json", is_flag=True, default=False, help="backtest, history: print JSON."),
     option("--max-events", type=int, default=0, help="backtest: stop after this many events (0: all)."),
+    option("--since", default=None, help="report: only firings since this ISO time or duration (30m, 2h, 7d)."),
     option("--kind", default="trigger", help="history, rollback: the definition's kind (trigger, journey, "
                                              "decision_flow, policy, schema_table)."),
     option("--actor", type=str, default=None,
@@ -74,9 +77,9 @@ def _topics() -> Topics:
 )
 async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dry_run: bool,
                    event_file: str | None, customer_file: str | None, start: str | None, end: str | None,
-                   as_json: bool, max_events: int, kind: str, actor: str | None) -> None:
+                   as_json: bool, max_events: int, since: str | None, kind: str, actor: str | None) -> None:
     """Trigger definitions: apply PATH... | validate PATH... | list | delete ID | test ID --event FILE |
-    backtest FILE|ID --from TIME --to TIME [--json] [--max-events N] |
+    backtest FILE|ID --from TIME --to TIME [--json] [--max-events N] | report ID [--since TIME] [--json] |
     history ID [--kind KIND] [--json] | rollback ID --to VERSION [--kind KIND]."""
     if subcommand not in SUBCOMMANDS:
         _die(f"unknown subcommand {subcommand!r}: use one of {', '.join(SUBCOMMANDS)}", EXIT_USAGE)
@@ -95,6 +98,9 @@ async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dr
         return
     if subcommand == "backtest":
         await _backtest(_single_id(paths), start, end, as_json, max_events)
+        return
+    if subcommand == "report":
+        await _report(_single_id(paths), since, as_json)
         return
     bundle = read_config([Path(p) for p in paths or ("triggers_config",)])
     if bundle.errors:
@@ -209,6 +215,26 @@ async def _backtest(target: str, start: str | None, end: str | None, as_json: bo
         for error in exc.errors[:-1]:
             print(f"error: {error}", file=sys.stderr)
         _die(exc.errors[-1], exc.code)
+
+
+async def _report(trigger_id: str, since_text: str | None, as_json: bool) -> None:
+    """An experiment's report: exit 0 with groups, 1 for an empty range (or topics that cannot
+    be read), 2 for a trigger neither defined nor ever fired."""
+    try:
+        since = parse_since(since_text, datetime.now(UTC)) if since_text else None
+    except ValueError as exc:
+        _die(str(exc), EXIT_USAGE)
+    stored = await _stored_triggers()
+    try:
+        records = await read_records(_settings(), _topics(), trigger_id)
+    except ReportUnavailable as exc:
+        _die(str(exc), EXIT_INVALID)
+    if stored.get(trigger_id) is None and not records.firings:
+        _die(f"no trigger {trigger_id!r} on {_topics().definitions}, and no firings of it", EXIT_USAGE)
+    report = build_report(trigger_id, since, records)
+    print(json.dumps(report, indent=2) if as_json else report_text(report))
+    if not report["groups"]:
+        _die(report["message"], EXIT_INVALID)
 
 
 def _summary(bundle: ConfigBundle) -> str:

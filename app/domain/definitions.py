@@ -18,6 +18,7 @@ from app.domain.intake import DuplicateKeys, check_json_value, load_unique_json
 from app.domain.journeys import JourneyDefinition
 from app.domain.models import (
     ACTION_TYPES,
+    Action,
     CancelOn,
     Mode,
     TriggerDefinition,
@@ -52,6 +53,8 @@ class CompiledTrigger:
     # Mode shadow, and the id its per-customer state is kept under (app/domain/shadow.py).
     shadow: bool = field(init=False, repr=False, compare=False)
     state_id: str = field(init=False, repr=False, compare=False)
+    # Each variant's action as commands carry it, by variant name (app/domain/experiments.py).
+    variant_actions: dict[str, dict[str, Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command_action", action_config(self.definition))
@@ -61,6 +64,9 @@ class CompiledTrigger:
         object.__setattr__(self, "delay_ms", delay.millis if delay is not None else 0)
         object.__setattr__(self, "shadow", self.definition.mode is Mode.SHADOW)
         object.__setattr__(self, "state_id", state_id(self.definition.id, self.shadow))
+        experiment = self.definition.experiment
+        object.__setattr__(self, "variant_actions", {
+            variant.name: command_config(variant.action) for variant in (experiment.variants if experiment else ())})
 
     @property
     def id(self) -> str:
@@ -112,7 +118,11 @@ def action_config(definition: TriggerDefinition) -> dict[str, Any]:
     """The action as carried by commands, minus what may be a credential: a webhook's
     secret and header values stay in the definition (commands say `"signed": true` and
     list `headerNames`), and the webhook sink reads them from there."""
-    action = definition.action
+    return command_config(definition.action)
+
+
+def command_config(action: Action) -> dict[str, Any]:
+    """One action (the trigger's or a variant's) as commands carry it: see action_config."""
     config = action.model_dump(mode="json", by_alias=True, exclude_none=True,
                                exclude={"secret", "headers"})
     if isinstance(action, WebhookAction):
@@ -147,22 +157,29 @@ def compile_definition(value: bytes | str | dict[str, Any], key: str | None = No
     aggregates = compile_aggregates(definition.aggregates, definition.source, definition.event_type, errors)
     names = list(definition.aggregates)
     errors.extend(unknown_reference_errors("conditions", conditions, names))
-    if isinstance(definition.action, UpdateAttributeAction):
-        # Checked here, parsed again by the update_attribute action from the command's texts.
-        parsed = _parse_all("action.attributes", list(definition.action.attributes.values()), errors,
-                            TRIGGER_SCOPE_NAMES)
-        if (too_costly := cost_error("action.attributes", parsed)) is not None:
-            errors.append(too_costly)
-        errors.extend(unknown_reference_errors("action.attributes", parsed, names))
-    if isinstance(definition.action, WebhookAction) and definition.action.payload is not None:
-        payload = definition.action.payload
-        placeholders: list[Expression] = []
-        errors.extend(f"action.payload: {error}"
-                      for error in payload_limit_errors(payload) or template_errors(payload, placeholders))
-        errors.extend(unknown_reference_errors("action.payload", placeholders, names))
+    _check_action("action", definition.action, names, errors)
+    for position, variant in enumerate(definition.experiment.variants if definition.experiment else ()):
+        _check_action(f"experiment.variants.{position}.action", variant.action, names, errors)
     if errors:
         raise InvalidDefinition(definition.id, errors)
     return CompiledTrigger(definition, tuple(conditions), aggregates)
+
+
+def _check_action(where: str, action: Action, aggregate_names: list[str], errors: list[str]) -> None:
+    """The expressions an action holds (update_attribute's values, a webhook's payload
+    placeholders), checked like conditions; `where` names the action in the errors."""
+    if isinstance(action, UpdateAttributeAction):
+        # Checked here, parsed again by the update_attribute action from the command's texts.
+        parsed = _parse_all(f"{where}.attributes", list(action.attributes.values()), errors, TRIGGER_SCOPE_NAMES)
+        if (too_costly := cost_error(f"{where}.attributes", parsed)) is not None:
+            errors.append(too_costly)
+        errors.extend(unknown_reference_errors(f"{where}.attributes", parsed, aggregate_names))
+    if isinstance(action, WebhookAction) and action.payload is not None:
+        placeholders: list[Expression] = []
+        errors.extend(f"{where}.payload: {error}"
+                      for error in payload_limit_errors(action.payload) or template_errors(action.payload,
+                                                                                           placeholders))
+        errors.extend(unknown_reference_errors(f"{where}.payload", placeholders, aggregate_names))
 
 
 def payload_limit_errors(payload: Any) -> list[str]:

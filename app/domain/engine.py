@@ -11,6 +11,7 @@ from typing import Any
 from app.domain import windows
 from app.domain.cooldown import CooldownMark, effective_time, may_fire
 from app.domain.definitions import CompiledTrigger
+from app.domain.experiments import assign
 from app.domain.expressions import Budget, Scope
 from app.domain.matching import DefinitionIndex, passes_filters
 from app.domain.models import ActionCommand, Event, Source
@@ -177,6 +178,10 @@ def _conditions_hold(trigger: CompiledTrigger, scope: Scope, result: Evaluation,
 def _command(trigger: CompiledTrigger, event_id: str, customer_id: str, event_json: dict[str, Any],
              now: datetime, aggregate_values: dict[str, Any] | None) -> ActionCommand:
     # Every value comes from a checked definition and a parsed event: no second validation.
+    experiment = trigger.definition.experiment
+    group = assign(experiment, trigger.id, customer_id) if experiment is not None else None
+    # A variant performs its own action; a held-out firing carries the trigger's (never performed).
+    action = trigger.variant_actions.get(group, trigger.command_action) if group else trigger.command_action
     return ActionCommand.model_construct(
         firing_id=firing_id(trigger.id, event_id),
         trigger_id=trigger.id,
@@ -184,11 +189,12 @@ def _command(trigger: CompiledTrigger, event_id: str, customer_id: str, event_js
         customer_id=customer_id,
         event_id=event_id,
         fired_at=now,
-        action=dict(trigger.command_action),  # a copy: commands may be changed by their readers
+        action=dict(action),  # a copy: commands may be changed by their readers
         event=event_json,
         aggregates=aggregate_values,
         definition_version=trigger.version,
         shadow=trigger.shadow,
+        group=group,
     )
 
 

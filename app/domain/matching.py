@@ -40,6 +40,8 @@ class DefinitionIndex:
         self.cancel_fields: frozenset[str] = frozenset()
         self.cancel_horizon_ms = 0
         self.aggregate_ids: frozenset[str] = frozenset()
+        # Triggers whose experiment counts conversions, by the conversion's (source, eventType).
+        self._conversions: dict[tuple[str, str], tuple[CompiledTrigger, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -77,6 +79,22 @@ class DefinitionIndex:
         self.cancel_fields = frozenset(name for rule in rules for name in rule.fields)
         self.cancel_horizon_ms = max((t.delay_ms for t in self._by_id.values() if t.cancel_on), default=0)
         self.aggregate_ids = frozenset(a.id for t in enabled for a in t.aggregates)
+        # Disabled triggers too: their open windows still convert until they expire.
+        conversions: dict[tuple[str, str], list[CompiledTrigger]] = {}
+        for t in self._by_id.values():
+            if t.definition.experiment is not None and (c := t.definition.experiment.conversion) is not None:
+                conversions.setdefault((c.source.value, c.event_type), []).append(t)
+        self._conversions = {key: tuple(group) for key, group in conversions.items()}
+
+    @property
+    def any_conversion(self) -> bool:
+        return bool(self._conversions)
+
+    def converted_by(self, source: Source, event_type: str) -> tuple[CompiledTrigger, ...]:
+        """The triggers an event of this type may count a conversion for (filters aside)."""
+        exact = self._conversions.get((source, event_type), ())
+        wildcard = self._conversions.get((source, WILDCARD), ()) if event_type != WILDCARD else ()
+        return exact + wildcard if wildcard else exact
 
     def remove(self, trigger_id: str) -> None:
         old = self._by_id.pop(trigger_id, None)

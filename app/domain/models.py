@@ -275,6 +275,52 @@ class AggregateDefinition(Contract):
         return self
 
 
+HOLDOUT = "holdout"  # the group of held-out customers; no variant may take the name
+MAX_VARIANTS = 8
+VariantName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class Variant(Contract):
+    name: VariantName
+    weight: int = Field(ge=1, le=10_000, strict=True)
+    action: Action
+
+
+class Conversion(Contract):
+    """The outcome an experiment measures: an event of the customer within `within` after a firing."""
+
+    source: Source
+    event_type: str = Field(alias="eventType", min_length=1, max_length=limits.MAX_EVENT_TYPE_LENGTH)
+    filters: dict[FieldName, FilterValue] = Field(default_factory=dict, max_length=limits.MAX_FILTERS)
+    within: Duration  # required: a conversion without a window is refused
+
+    @field_validator("source")
+    @classmethod
+    def _an_event_source(cls, value: Source) -> Source:
+        if value is Source.SCHEDULED:
+            raise refuse("a tick is not a customer's event: use streaming, cdc, schema_table or outcome")
+        return value
+
+
+class Experiment(Contract):
+    """A trigger's `experiment`: a holdout share and weighted variants (app/domain/experiments.py)."""
+
+    holdout_percent: int = Field(default=0, alias="holdoutPercent", ge=0, le=90, strict=True)
+    variants: list[Variant] = Field(default_factory=list, max_length=MAX_VARIANTS)
+    conversion: Conversion | None = None
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct_names(cls, value: list[Variant]) -> list[Variant]:
+        names = [variant.name for variant in value]
+        if HOLDOUT in names:
+            raise refuse(f"{HOLDOUT!r} is the held-out group's name; a variant cannot take it")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise refuse(f"variant names must be unique: {', '.join(map(repr, repeated))} repeated")
+        return value
+
+
 class TriggerDefinition(Contract):
     """A trigger rule exactly as the contract's `triggers.definitions` topic carries it."""
 
@@ -297,6 +343,7 @@ class TriggerDefinition(Contract):
     aggregates: dict[AggregateName, AggregateDefinition] = Field(default_factory=dict,
                                                                  max_length=limits.MAX_AGGREGATES)
     mode: Mode = Mode.LIVE
+    experiment: Experiment | None = None
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -432,6 +479,8 @@ class ActionCommand(BaseModel):
     definition_version: int | None = Field(default=None, alias="definitionVersion")
     # A shadow trigger's firing: published on `triggers.shadow` only, never performed.
     shadow: bool = False
+    # A trigger with an experiment: the customer's group (a variant's name, or `holdout`).
+    group: str | None = None
 
     @property
     def action_type(self) -> str:
@@ -444,7 +493,13 @@ class ActionCommand(BaseModel):
                 del data[optional]
         if not data["shadow"]:  # live firings read as they always have
             del data["shadow"]
+        if data["group"] is None:
+            del data["group"]
         return data
+
+    @property
+    def held_out(self) -> bool:
+        return self.group == HOLDOUT
 
 
 def is_valid_id(value: str) -> bool:

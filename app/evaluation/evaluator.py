@@ -1,6 +1,7 @@
 """Evaluating one event: candidates, the engine's decision with the row read on demand, then
 cooldown marks stored and each firing emitted as its action command and its firing record
-(a shadow trigger's firing as its record on `triggers.shadow` only)."""
+(a shadow trigger's firing as its record on `triggers.shadow` only, a held-out firing of an
+experiment on `triggers.holdout` only)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from app.domain.engine import AggregateValues, Evaluation, evaluate
 from app.domain.models import ActionCommand, Event, Source
 from app.domain.shadow import state_id
 from app.domain.timers import to_millis
+from app.experiments.tracker import ConversionTracker
 from app.kafka.publisher import Publisher
 from app.metrics import Metrics
 from app.policies.gate import ContactGate
@@ -36,7 +38,7 @@ class Evaluator:
 
     def __init__(self, topics: Topics, triggers: TriggerCatalog, publisher: Publisher, row_store: RowStore,
                  cooldowns: Table, metrics: Metrics, clock: Callable[[], datetime],
-                 gate: ContactGate | None = None) -> None:
+                 gate: ContactGate | None = None, experiments: ConversionTracker | None = None) -> None:
         self.topics = topics
         self.triggers = triggers
         self.publisher = publisher
@@ -45,6 +47,7 @@ class Evaluator:
         self.metrics = metrics
         self.clock = clock
         self.gate = gate
+        self.experiments = experiments
         self.counters: Counter[str] = Counter()
 
     async def evaluate(self, event: Event) -> None:
@@ -97,6 +100,8 @@ class Evaluator:
         for trigger_state_id, mark in result.cooldown_marks.items():  # a shadow trigger's under its own id
             if trigger_state_id not in refused:
                 self.cooldowns[cooldown_key(trigger_state_id, customer_id)] = mark.to_json()
+        if self.experiments is not None:  # conversion windows, stored like the marks before the output
+            self.experiments.opened(customer_id, [command for command, _ in firings], at)
         for command, value in firings:
             await self._emit(command, value)
 
@@ -128,9 +133,15 @@ class Evaluator:
 
     async def _emit(self, command: ActionCommand, value: bytes) -> None:
         """The action command first, then its record on `triggers.firings`; a shadow
-        firing only on `triggers.shadow`."""
+        firing only on `triggers.shadow`, a held-out one only on `triggers.holdout`."""
         if command.shadow:
             await self._emit_shadow(command, value)
+            return
+        if command.held_out:
+            await self.publisher.send(self.topics.holdout, command.customer_id, value)
+            self.counters["holdout_firings"] += 1
+            log.debug("held-out firing", extra={"triggerId": command.trigger_id, "customerId": command.customer_id,
+                                                "firingId": command.firing_id})
             return
         await self.publisher.send(self.topics.action(command.action_type), command.customer_id, value)
         await self.publisher.send(self.topics.firings, command.customer_id, value)

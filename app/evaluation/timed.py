@@ -11,6 +11,7 @@ from app.domain.models import Event
 from app.domain.positions import Position
 from app.domain.timers import to_millis
 from app.evaluation.evaluator import Evaluator
+from app.experiments.tracker import ConversionTracker
 from app.registry.catalogs import TriggerCatalog
 from app.state.aggregates import AggregateStore, values_at
 from app.timers.service import Timers
@@ -18,8 +19,9 @@ from app.timers.service import Timers
 
 class TimedEvaluation:
     def __init__(self, triggers: TriggerCatalog, evaluator: Evaluator, aggregates: AggregateStore,
-                 timers: Timers) -> None:
+                 timers: Timers, conversions: ConversionTracker | None = None) -> None:
         self.triggers = triggers
+        self.conversions = conversions
         self.evaluator = evaluator
         self.aggregates = aggregates
         self.timers = timers
@@ -33,6 +35,9 @@ class TimedEvaluation:
         event_ms = to_millis(event.timestamp)
         async with self.timers.lock(tp.partition):
             await self.timers.advance(tp, event_ms)
+            # After the firings due by now: a conversion event sees the windows they open.
+            if self.conversions is not None and self.conversions.wants(event):
+                await self.conversions.on_event(event)
             await self._handle(tp, event, event_ms, position)
 
     async def _handle(self, tp: TP, event: Event, event_ms: int, position: Position | None) -> None:

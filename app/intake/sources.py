@@ -17,6 +17,7 @@ from app.domain.rows import RowLoad, parse_row_load
 from app.errors import MalformedEvent
 from app.evaluation.evaluator import Evaluator
 from app.evaluation.timed import TimedEvaluation
+from app.experiments.tracker import ConversionTracker
 from app.intake.routing import ReroutedHandler, owned_here
 from app.intake.row_loads import RowLoads
 from app.kafka.publisher import Publisher
@@ -38,12 +39,14 @@ class SourceIntake:
     partitioner) is re-published once to the rerouted topic, so a customer's state is never split."""
 
     def __init__(self, settings: Settings, topics: Topics, evaluator: Evaluator, timed: TimedEvaluation,
-                 row_loads: RowLoads, publisher: Publisher) -> None:
+                 row_loads: RowLoads, publisher: Publisher,
+                 conversions: ConversionTracker | None = None) -> None:
         self.topics = topics
         self.evaluator = evaluator
         self.timed = timed
         self.row_loads = row_loads
         self.publisher = publisher
+        self.conversions = conversions
         self.partitions = settings.partitions
         self.cdc_customer_column = settings.cdc_customer_column
         self.sources = {topics.streaming: Source.STREAMING, topics.outcomes: Source.OUTCOME,
@@ -67,6 +70,9 @@ class SourceIntake:
         partitions = self.partitions
         evaluate_now, apply = self.evaluator.evaluate_now, self.evaluator.apply
         timed = self.timed if self.timed.active else None
+        # Events of a conversion's type reach the conversion tracker whether or not they match a
+        # trigger; the check is a dict lookup, and nothing at all without experiments.
+        conversions = self.conversions if self.conversions is not None and self.conversions.active else None
         for record in records:
             try:  # one handler for the whole body: free in Python 3.11 until something raises
                 work = self._parse(record)
@@ -74,10 +80,13 @@ class SourceIntake:
                     await self._reroute(work)
                 elif isinstance(work, RowLoad):
                     await self.row_loads.load(work, record)
-                elif timed is not None:
+                elif timed is not None:  # shows the event to the conversion tracker itself
                     await timed.handle(tp, work, (record.topic, record.offset))
-                elif (result := evaluate_now(work)) is not None:
-                    await apply(work, result)
+                else:
+                    if conversions is not None and conversions.wants(work):
+                        await conversions.on_event(work)
+                    if (result := evaluate_now(work)) is not None:
+                        await apply(work, result)
             except MalformedEvent as exc:
                 await self.publisher.dead_letter(record, exc.reason)
             except Exception as exc:  # noqa: BLE001 - the safety net: see Publisher.record_failed
@@ -105,10 +114,13 @@ class SourceIntake:
             raise MalformedEvent("a rerouted record must be keyed by its customer id, in that id's partition")
         if isinstance(work, RowLoad):
             await self.row_loads.load(work, record)
-        elif self.timed.active:
+            return
+        if self.timed.active:
             await self.timed.handle(TP(record.topic, record.partition), work, (record.topic, record.offset))
-        else:
-            await self.evaluator.evaluate(work)
+            return
+        if self.conversions is not None and self.conversions.wants(work):
+            await self.conversions.on_event(work)
+        await self.evaluator.evaluate(work)
 
     async def _reroute(self, work: Event | RowLoad) -> None:
         await self.publisher.send(self.topics.rerouted, work.customer_id, envelope(work))

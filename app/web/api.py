@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web as aiohttp_web
+from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
@@ -26,6 +27,7 @@ from app.domain.encoding import encode
 from app.domain.engine import explain
 from app.domain.intake import load_unique_json, parse_event
 from app.domain.models import Event, Source
+from app.domain.replay import parse_since
 from app.domain.secrets import ApiToken, mask_url, mask_urls_in_text
 from app.domain.versions import (
     AuditEntry,
@@ -36,6 +38,7 @@ from app.domain.versions import (
     restorable,
 )
 from app.errors import InvalidDefinition, MalformedEvent
+from app.experiments.report import ReportUnavailable, build_report, read_records
 from app.registry import audit
 from app.registry.audit import restored_value
 from app.web.auth import Unauthorized, authenticate
@@ -227,12 +230,19 @@ def public_trigger(trigger: CompiledTrigger) -> dict[str, Any]:
     """A definition as the read endpoints show it: the webhook secret and header values
     (often credentials) masked, header names kept, secrets inside URLs masked."""
     data = trigger.definition.public_dict()
-    action = data.get("action")
-    if isinstance(action, dict):
-        data["action"] = public_action(action)
-        if isinstance(action.get("headers"), dict):
-            data["action"]["headers"] = {name: MASK for name in action["headers"]}
+    data["action"] = _masked(data.get("action"))
+    for variant in (data.get("experiment") or {}).get("variants", []):  # a variant's action, masked alike
+        variant["action"] = _masked(variant.get("action"))
     return data
+
+
+def _masked(action: Any) -> Any:
+    if not isinstance(action, dict):
+        return action
+    shown = public_action(action)
+    if isinstance(action.get("headers"), dict):
+        shown["headers"] = {name: MASK for name in action["headers"]}
+    return shown
 
 
 def public_action(action: dict[str, Any]) -> dict[str, Any]:
@@ -509,6 +519,21 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
             except BacktestBusy as exc:
                 raise ApiError(429, str(exc), {"Retry-After": "5"}) from None
 
+    class TriggerReport(ApiView):
+        async def get(self, request: Request, trigger_id: str) -> Response:
+            since_text = request.query.get("since")
+            try:
+                since = parse_since(since_text, api.clock()) if since_text else None
+            except ValueError as exc:
+                raise ApiError(400, str(exc).replace("--since", "since")) from None
+            try:
+                records = await read_records(app.settings, app.topic_names, trigger_id)
+            except (ReportUnavailable, KafkaError) as exc:
+                raise ApiError(503, f"could not read the experiment topics: {exc}") from None
+            if trigger_id not in app.catalogs.triggers.items and not records.firings:
+                raise ApiError(404, f"no trigger {trigger_id!r}, and no firings of it", triggerId=trigger_id)
+            return self.json(build_report(trigger_id, since, records))
+
     class PrometheusMetrics(ApiView):
         public = True  # scraped by Prometheus, which holds no token; counts only, no definitions
 
@@ -523,4 +548,5 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
     page("/triggers/{trigger_id}/test", "trigger-test", TriggerTest)
     page("/triggers/{trigger_id}/history", "trigger-history", TriggerHistory)
     page("/triggers/{trigger_id}/rollback", "trigger-rollback", TriggerRollback)
+    page("/triggers/{trigger_id}/report", "trigger-report", TriggerReport)
     page("/metrics", "metrics", PrometheusMetrics)

@@ -9,6 +9,7 @@ from faust.types import TP
 
 from app.evaluation.evaluator import Evaluator
 from app.evaluation.timed import TimedEvaluation
+from app.experiments.tracker import ConversionTracker
 from app.intake.row_loads import RowLoads
 from app.intake.sources import SourceIntake
 from app.kafka.partitioner import partition_for
@@ -50,8 +51,12 @@ class EngineParts:
                                       self.metrics, self.clock)
         self.gate = ContactGate(self.topics, self.catalogs, self.contacts, self.pending,  # type: ignore[arg-type]
                                 self.row_store, self.publisher, self.metrics, partitions, self.clock)
+        self.experiments_table = DictTable()
+        self.conversions = ConversionTracker(self.topics, self.catalogs.triggers,
+                                             self.experiments_table, self.publisher, self.clock)  # type: ignore[arg-type]
         self.evaluator = Evaluator(self.topics, self.catalogs.triggers, self.publisher, self.row_store,
-                                   self.cooldowns, self.metrics, self.clock, self.gate)  # type: ignore[arg-type]
+                                   self.cooldowns, self.metrics, self.clock, self.gate,  # type: ignore[arg-type]
+                                   self.conversions)
         self.row_loads = RowLoads(self.topics, self.catalogs.tables, self.row_store, self.publisher,
                                   self.metrics, self.clock)
         self.aggregates = AggregateStore(self.aggregates_table)  # type: ignore[arg-type]
@@ -61,9 +66,10 @@ class EngineParts:
                                      self.topics.schema, self.topics.rerouted], self.caught_up.__contains__)
         self.timers = Timers(self.topics, self.catalogs.triggers, self.pending, self.event_time, self.evaluator,
                              self.row_store, self.aggregates, self.metrics, self.clock)
-        self.timed = TimedEvaluation(self.catalogs.triggers, self.evaluator, self.aggregates, self.timers)
+        self.timed = TimedEvaluation(self.catalogs.triggers, self.evaluator, self.aggregates, self.timers,
+                                     self.conversions)
         self.intake = SourceIntake(Settings(TRIGGERS_PARTITIONS=partitions), self.topics, self.evaluator,
-                                   self.timed, self.row_loads, self.publisher)
+                                   self.timed, self.row_loads, self.publisher, self.conversions)
         self.ticks = ScheduledTicks(partitions, self.catalogs.triggers, self.evaluator, self.rows,  # type: ignore[arg-type]
                                     self.ticks_done, self.publisher)  # type: ignore[arg-type]
 

@@ -168,7 +168,7 @@ async def test_with_tokens_only_health_and_metrics_are_open(guarded: Deployment)
         assert (await client.get("/metrics")).status_code == 200
         for method, path in (("GET", "/triggers"), ("GET", "/triggers/x"), ("POST", "/triggers/x/test"),
                              ("PUT", "/triggers/x"), ("DELETE", "/triggers/x"), ("POST", "/events"),
-                             ("POST", "/respond"), ("POST", "/triggers/backtest")):
+                             ("POST", "/respond"), ("POST", "/triggers/backtest"), ("GET", "/triggers/x/report")):
             for headers in ({}, bearer("not-a-token"), {"Authorization": f"Basic {ALICE}"}):
                 response = await client.request(method, path, headers=headers, json={})
                 assert response.status_code == 401, (method, path, headers)

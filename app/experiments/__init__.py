@@ -1,0 +1,1 @@
+"""Experiments at the edges: the conversion tracker (open windows per customer) and the report reader."""
