@@ -27,6 +27,8 @@ class TopicSpec:
     # None: the engine's partition count; every such topic is co-partitioned by customer id.
     partitions: int | None = None
     compacted: bool = False
+    # Kept forever when True (retention.ms=-1): a trail that must not age out.
+    forever: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class Topics:
     def pending(self) -> str:
         """Delayed firings: scheduled, cancelled, fired, dropped."""
         return self._n("triggers.pending")
+
+    @property
+    def audit(self) -> str:
+        """Every definition change, appended once (not compacted, kept forever)."""
+        return self._n("triggers.audit")
 
     @property
     def streaming(self) -> str:
@@ -175,6 +182,7 @@ class Topics:
             *(TopicSpec(name, partitions=1, compacted=True) for name in self.definition_topics),
             TopicSpec(self.endpoints_health, partitions=1, compacted=True),
             TopicSpec(self.errors, partitions=1),
+            TopicSpec(self.audit, partitions=1, forever=True),
         ]
 
 
@@ -210,7 +218,8 @@ async def _create(admin: AIOKafkaAdminClient, settings: Settings, specs: list[To
             name=spec.name,
             num_partitions=spec.partitions or settings.partitions,
             replication_factor=settings.replication_factor,
-            topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+            topic_configs=({"cleanup.policy": "compact"} if spec.compacted else {})
+            | ({"retention.ms": "-1"} if spec.forever else {}),
         )
         for spec in specs
     ]

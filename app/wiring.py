@@ -7,6 +7,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
+from faust.types import Message
+
 from app.actions import PERFORMERS
 from app.actions.deadletters import ActionDeadLetters
 from app.actions.delivery.dispatch import Dispatcher, now_ms, slot_limits
@@ -31,6 +33,7 @@ from app.kafka.transport import QuietMonitor
 from app.logs import logging_config
 from app.metrics import Metrics
 from app.policies.gate import ContactGate
+from app.registry.audit import DefinitionAudit
 from app.registry.reports import DefinitionReports
 from app.scheduling.clock import ScheduleClock
 from app.scheduling.ticks import ScheduledTicks
@@ -107,8 +110,16 @@ def build(settings: Settings) -> TriggerApp:
     app.consume_in_batches(app.raw_topic(*intake.source_topics), intake.on_source_batch)
     app.consume_in_batches(app.raw_topic(topics.rerouted), intake.on_rerouted_batch)
     reports = DefinitionReports(topics, app.catalogs, publisher, clock)
-    # Not gated: invalid definitions are reported even by an unlicensed worker.
-    app.consume_each(app.raw_topic(*topics.definition_topics), "definition-errors", reports.on_definition_message,
+    audit = DefinitionAudit(settings, topics, app.catalogs, publisher, lambda: app.consumer_generation_id,
+                            lambda: app.producer.flush())
+
+    async def on_definition(message: Message) -> None:
+        """One group agent: each change reported if invalid, and appended to the audit trail."""
+        await reports.on_definition_message(message)
+        await audit.on_definition_message(message)
+
+    # Not gated: invalid definitions are reported, and changes audited, even by an unlicensed worker.
+    app.consume_each(app.raw_topic(*topics.definition_topics), "definition-errors", on_definition,
                      reports.report_failed, gated=False)
 
     # -- scheduling --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from faust.app.base import SCAN_COMMAND
 from faust.cli import AppCommand, argument, option
 from faust.utils import venusian
 
+from app.cli import versions
 from app.cli.backtest import BacktestRefused, backtest_command
 from app.cli.config_files import KINDS, ConfigBundle, read_config
 from app.cli.row_files import read_rows
@@ -23,6 +25,7 @@ from app.domain.engine import explain
 from app.domain.intake import parse_event
 from app.domain.replay import parse_since
 from app.domain.rows import RowLoad
+from app.domain.versions import ACTOR_HEADER, UNKNOWN_ACTOR, NotRestorable, UnknownVersion
 from app.errors import InvalidDefinition, MalformedEvent
 from app.experiments.report import ReportUnavailable, build_report, read_records, report_text
 from app.registry.catalogs import TriggerCatalog
@@ -34,7 +37,7 @@ from app.topics import Topics, ensure_topics
 # 2 usage error or unknown trigger.
 EXIT_INVALID = 1
 EXIT_USAGE = 2
-SUBCOMMANDS = ("apply", "validate", "list", "delete", "test", "backtest", "report")
+SUBCOMMANDS = ("apply", "validate", "list", "delete", "test", "backtest", "report", "history", "rollback")
 
 
 def command(*options: Any) -> Callable[[Callable[..., Awaitable[None]]], type[AppCommand]]:
@@ -62,23 +65,33 @@ def _topics() -> Topics:
     option("--event", "event_file", default=None, help="test: JSON file with the event."),
     option("--customer", "customer_file", default=None, help="test: JSON file with the customer row."),
     option("--from", "start", type=str, default=None, help="backtest: start of the range (ISO 8601, or -7d)."),
-    option("--to", "end", type=str, default=None, help="backtest: end of the range (ISO 8601, now, or -1h)."),
-    option("--json", "as_json", is_flag=True, default=False, help="backtest: print the report as JSON."),
+    option("--to", "end", type=str, default=None,
+           help="backtest: end of the range (ISO 8601, now, or -1h); rollback: the version to restore."),
+    option("--json", "as_json", is_flag=True, default=False, help="backtest, history: print JSON."),
     option("--max-events", type=int, default=0, help="backtest: stop after this many events (0: all)."),
     option("--since", default=None, help="report: only firings since this ISO time or duration (30m, 2h, 7d)."),
+    option("--kind", default="trigger", help="history, rollback: the definition's kind (trigger, journey, "
+                                             "decision_flow, policy, schema_table)."),
+    option("--actor", type=str, default=None,
+           help="apply, delete, rollback: who makes the change (default: the OS user)."),
 )
 async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dry_run: bool,
                    event_file: str | None, customer_file: str | None, start: str | None, end: str | None,
-                   as_json: bool, max_events: int, since: str | None) -> None:
+                   as_json: bool, max_events: int, since: str | None, kind: str, actor: str | None) -> None:
     """Trigger definitions: apply PATH... | validate PATH... | list | delete ID | test ID --event FILE |
-    backtest FILE|ID --from TIME --to TIME [--json] [--max-events N] | report ID [--since TIME] [--json]."""
+    backtest FILE|ID --from TIME --to TIME [--json] [--max-events N] | report ID [--since TIME] [--json] |
+    history ID [--kind KIND] [--json] | rollback ID --to VERSION [--kind KIND]."""
     if subcommand not in SUBCOMMANDS:
         _die(f"unknown subcommand {subcommand!r}: use one of {', '.join(SUBCOMMANDS)}", EXIT_USAGE)
+    actor = actor or _os_user()
+    if subcommand in ("history", "rollback"):
+        await _versions(subcommand, _single_id(paths), kind, as_json, end, actor)
+        return
     if subcommand == "list":
         await _list()
         return
     if subcommand == "delete":
-        await _delete(_single_id(paths), dry_run)
+        await _delete(_single_id(paths), dry_run, actor)
         return
     if subcommand == "test":
         await _test(_single_id(paths), event_file, customer_file)
@@ -98,13 +111,37 @@ async def triggers(self: AppCommand, subcommand: str, paths: tuple[str, ...], dr
     print("valid: " + _summary(bundle))
     if subcommand == "validate" or dry_run:
         return
-    await publish(bundle)
+    await publish(bundle, actor)
     print("published: " + _summary(bundle))
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor the password database
+        return UNKNOWN_ACTOR
+
+
+def actor_headers(actor: str) -> list[tuple[str, bytes]]:
+    """The `actor` header of a definition record: who made the change (read by the audit)."""
+    return [(ACTOR_HEADER, actor.encode())]
 
 
 def _die(message: str, code: int) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+async def _versions(subcommand: str, item_id: str, kind: str, as_json: bool, to: str | None, actor: str) -> None:
+    try:
+        if subcommand == "history":
+            await versions.history(_settings(), _topics(), kind, item_id, as_json)
+        else:
+            await versions.rollback(_settings(), _topics(), kind, item_id, to, actor)
+    except UnknownVersion as exc:
+        _die(str(exc), EXIT_USAGE)
+    except NotRestorable as exc:
+        _die(str(exc), EXIT_INVALID)
 
 
 def _single_id(ids: tuple[str, ...]) -> str:
@@ -133,7 +170,7 @@ async def _list() -> None:
     print(f"{len(catalog.items)} trigger(s), {len(catalog.rejected)} rejected")
 
 
-async def _delete(trigger_id: str, dry_run: bool) -> None:
+async def _delete(trigger_id: str, dry_run: bool, actor: str) -> None:
     if (await _stored_triggers()).get(trigger_id) is None:
         _die(f"no trigger {trigger_id!r} on {_topics().definitions}", EXIT_USAGE)
     if dry_run:
@@ -142,7 +179,8 @@ async def _delete(trigger_id: str, dry_run: bool) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=_settings().bootstrap_list, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(_topics().definitions, key=trigger_id.encode(), value=None)
+        await producer.send_and_wait(_topics().definitions, key=trigger_id.encode(), value=None,
+                                     headers=actor_headers(actor))
     finally:
         await producer.stop()
     print(f"deleted {trigger_id} (tombstone published)")
@@ -210,7 +248,7 @@ def _topic_for(kind: str) -> str:
             "tables": _topics().table_definitions, "policies": _topics().policy_definitions}[kind]
 
 
-async def publish(bundle: ConfigBundle) -> None:
+async def publish(bundle: ConfigBundle, actor: str) -> None:
     await ensure_topics(_settings(), _topics())
     producer = AIOKafkaProducer(bootstrap_servers=_settings().bootstrap_list, acks="all")
     await producer.start()
@@ -219,7 +257,8 @@ async def publish(bundle: ConfigBundle) -> None:
         for kind in ("tables", "journeys", "decisionflows", "policies", "triggers"):
             id_field = KINDS[kind][1]
             for _where, item in bundle.definitions[kind]:
-                await producer.send(_topic_for(kind), key=item[id_field].encode(), value=encode(item))
+                await producer.send(_topic_for(kind), key=item[id_field].encode(), value=encode(item),
+                                    headers=actor_headers(actor))
         for row in bundle.rows:
             await producer.send(_topics().rows, key=row.customer_id.encode(), value=encode(_row_record(row)))
         await producer.flush()

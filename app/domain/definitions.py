@@ -41,6 +41,9 @@ class CompiledTrigger:
     definition: TriggerDefinition
     conditions: tuple[Expression, ...]
     aggregates: tuple[CompiledAggregate, ...] = ()
+    # The offset of the definition's record on its topic, set by the worker's catalog
+    # (None when compiled from elsewhere: a file, a dry run); carried by its firings.
+    version: int | None = field(default=None, compare=False)
     # The action as action commands carry it, and the filters as one check: built once.
     command_action: dict[str, Any] = field(init=False, repr=False, compare=False)
     passes_filters: FilterCheck = field(init=False, repr=False, compare=False)
@@ -79,7 +82,7 @@ class CompiledTrigger:
         if self.shadow:
             return self
         return CompiledTrigger(self.definition.model_copy(update={"mode": Mode.SHADOW}), self.conditions,
-                               self.aggregates)
+                               self.aggregates, self.version)
 
 
 class CancelRule:

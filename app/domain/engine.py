@@ -192,6 +192,7 @@ def _command(trigger: CompiledTrigger, event_id: str, customer_id: str, event_js
         action=dict(action),  # a copy: commands may be changed by their readers
         event=event_json,
         aggregates=aggregate_values,
+        definition_version=trigger.version,
         shadow=trigger.shadow,
         group=group,
     )

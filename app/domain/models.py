@@ -474,6 +474,9 @@ class ActionCommand(BaseModel):
     event: dict[str, Any]
     # `agg.<name>` when the trigger fired, for a trigger with aggregates (absent otherwise).
     aggregates: dict[str, Any] | None = None
+    # The trigger's version (its record's offset on the definitions topic) that decided the
+    # firing; absent when evaluated outside the catalogs (a dry run, a backtest of a file).
+    definition_version: int | None = Field(default=None, alias="definitionVersion")
     # A shadow trigger's firing: published on `triggers.shadow` only, never performed.
     shadow: bool = False
     # A trigger with an experiment: the customer's group (a variant's name, or `holdout`).
@@ -485,8 +488,9 @@ class ActionCommand(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", by_alias=True)
-        if data["aggregates"] is None:
-            del data["aggregates"]
+        for optional in ("aggregates", "definitionVersion"):
+            if data[optional] is None:
+                del data[optional]
         if not data["shadow"]:  # live firings read as they always have
             del data["shadow"]
         if data["group"] is None:

@@ -85,6 +85,8 @@ class ContactGate:
         record: dict[str, Any] = {
             "firingId": command.firing_id, "triggerId": command.trigger_id, "customerId": command.customer_id,
             "eventId": command.event_id, "reason": reason, "policyId": policy_id, "at": self.clock().isoformat()}
+        if command.definition_version is not None:  # as on the firing it stopped
+            record["definitionVersion"] = command.definition_version
         if command.shadow:  # what a policy would have done to it: counted apart, marked
             record["shadow"] = True
             self.counters[f"shadow_suppressed_{reason}"] += 1

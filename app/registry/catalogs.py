@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from app.domain.decisions import CompiledDecisionFlow
@@ -20,6 +21,7 @@ from app.domain.journeys import JourneyDefinition
 from app.domain.matching import DefinitionIndex
 from app.domain.policies import CompiledPolicy
 from app.domain.schema import CUSTOMERS, DEFAULT_CUSTOMERS, SchemaTable
+from app.domain.versions import UNKNOWN_ACTOR, DefinitionVersion
 from app.errors import InvalidDefinition
 from app.topics import Topics
 
@@ -42,6 +44,8 @@ class Catalog(Generic[T]):
         self.rejected: dict[str, list[str]] = {}
         # When each current version was published (the record's timestamp), if known.
         self.published_at: dict[str, datetime] = {}
+        # The current version of each valid definition: its record's offset, time and actor.
+        self.versions: dict[str, DefinitionVersion] = {}
         # The value last applied per id, and its errors (None: valid): what `validate` asks
         # about has usually just been applied here, and compiling costs a millisecond.
         self._applied: dict[str, tuple[bytes, list[str] | None]] = {}
@@ -59,9 +63,12 @@ class Catalog(Generic[T]):
     def get(self, item_id: str) -> T | None:
         return self.items.get(item_id)
 
-    def apply(self, key: str, value: bytes | None, published_at: datetime | None = None) -> None:
+    def apply(self, key: str, value: bytes | None, published_at: datetime | None = None,
+              version: int | None = None, actor: str = UNKNOWN_ACTOR) -> None:
+        """`version`: the record's offset on its topic (None when not read from a topic)."""
         if published_at is not None:
             self.published_at[key] = published_at
+        self.versions.pop(key, None)  # a deletion or rejection has no current version
         if value is None:
             self._remove(key)
             self.rejected.pop(key, None)
@@ -76,10 +83,17 @@ class Catalog(Generic[T]):
             self._applied[key] = (value, exc.errors)
             log.warning("definition rejected", extra={"kind": self.kind, "id": key, "errors": exc.errors})
             return
+        if version is not None:
+            item = self._versioned(item, version)
+            self.versions[key] = DefinitionVersion(version, published_at or datetime.now(UTC), actor)
         self._put(key, item)
         self.rejected.pop(key, None)
         self._applied[key] = (value, None)
         log.info("definition applied", extra={"kind": self.kind, "id": key})
+
+    def _versioned(self, item: T, version: int) -> T:
+        """The compiled item knowing its version (only triggers do: their firings carry it)."""
+        return item
 
     def _put(self, key: str, item: T) -> None:
         self.items[key] = item
@@ -109,6 +123,9 @@ class TriggerCatalog(Catalog[CompiledTrigger]):
     def __init__(self) -> None:
         super().__init__("trigger", lambda value, key: compile_definition(value, key=key))
         self.index = DefinitionIndex()
+
+    def _versioned(self, item: CompiledTrigger, version: int) -> CompiledTrigger:
+        return replace(item, version=version)
 
     def _put(self, key: str, item: CompiledTrigger) -> None:
         super()._put(key, item)

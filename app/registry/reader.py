@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from app.domain.versions import actor_of_headers
 from app.kafka.end_offsets import caught_up
 from app.registry.catalogs import Catalog
 from app.settings import Settings
@@ -76,7 +77,8 @@ class DefinitionsReader(Service):
                         log.warning("definition without a key ignored", extra={"topic": tp.topic})
                     else:
                         catalog.apply(record.key.decode("utf-8", "replace"), record.value,
-                                      datetime.fromtimestamp(record.timestamp / 1000, tz=UTC))
+                                      datetime.fromtimestamp(record.timestamp / 1000, tz=UTC),
+                                      record.offset, actor_of_headers(record.headers))
                     self.applied_offsets[tp.topic] = max(self.applied_offsets[tp.topic], record.offset)
             await self._mark_loaded_if_caught_up()
 

@@ -29,8 +29,18 @@ from app.domain.intake import load_unique_json, parse_event
 from app.domain.models import Event, Source
 from app.domain.replay import parse_since
 from app.domain.secrets import ApiToken, mask_url, mask_urls_in_text
+from app.domain.versions import (
+    AuditEntry,
+    DefinitionVersion,
+    NotRestorable,
+    UnknownVersion,
+    history_json,
+    restorable,
+)
 from app.errors import InvalidDefinition, MalformedEvent
 from app.experiments.report import ReportUnavailable, build_report, read_records
+from app.registry import audit
+from app.registry.audit import restored_value
 from app.web.auth import Unauthorized, authenticate
 
 if TYPE_CHECKING:
@@ -244,6 +254,21 @@ def public_action(action: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def versioned(data: dict[str, Any], version: DefinitionVersion | None) -> dict[str, Any]:
+    """A definition as read, with its current version, when it changed and who changed it."""
+    return data | (version.to_json() if version is not None else {"version": None, "changedAt": None, "actor": None})
+
+
+def rollback_version(body: Any) -> int:
+    """The `to` of a rollback request, or 400."""
+    if not isinstance(body, dict) or set(body) != {"to"}:
+        raise ApiError(400, 'expected {"to": VERSION}')
+    to = body["to"]
+    if not isinstance(to, int) or isinstance(to, bool) or to < 0:
+        raise ApiError(400, f"field 'to' must be a version number (a non-negative integer), not {_json_type(to)}")
+    return to
+
+
 def public_errors(errors: list[str]) -> list[str]:
     """Rejection reasons as shown to readers: they may quote a URL from the definition."""
     return [mask_urls_in_text(error) for error in errors]
@@ -338,6 +363,13 @@ class Api:
         log.info("API write", extra={"actor": actor, "method": request.method, "topic": topic,
                                      "records": len(records), **_logged(details)})
 
+    async def versions(self, trigger_id: str) -> list[AuditEntry]:
+        """The trigger's versions from the audit trail (its newest records), or 404."""
+        try:
+            return await audit.versions(self.app.settings, self.app.topic_names, "trigger", trigger_id)
+        except UnknownVersion as exc:
+            raise ApiError(404, str(exc), triggerId=trigger_id) from None
+
     async def delete_definition(self, request: Request, trigger_id: str) -> None:
         """Publish the tombstone (a null value) and wait for the broker's acknowledgement."""
         actor = actor_of(request)
@@ -410,7 +442,8 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
         async def get(self, request: Request) -> Response:
             catalog = app.catalogs.triggers
             return self.json({
-                "triggers": [public_trigger(catalog.items[key]) for key in sorted(catalog.items)],
+                "triggers": [versioned(public_trigger(catalog.items[key]), catalog.versions.get(key))
+                             for key in sorted(catalog.items)],
                 "rejected": {key: public_errors(catalog.rejected[key]) for key in sorted(catalog.rejected)},
             })
 
@@ -419,7 +452,7 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
             catalog = app.catalogs.triggers
             trigger = catalog.items.get(trigger_id)
             if trigger is not None:
-                return self.json(public_trigger(trigger))
+                return self.json(versioned(public_trigger(trigger), catalog.versions.get(trigger_id)))
             if trigger_id in catalog.rejected:
                 raise ApiError(404, f"trigger {trigger_id!r} was rejected", triggerId=trigger_id,
                                errors=public_errors(catalog.rejected[trigger_id]))
@@ -453,6 +486,25 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
             result["policies"] = api.policies_now(trigger, event.customer_id, customer, now)
             return self.json({**result, "action": public_action(result["action"]), "event": event.as_json(),
                               "customerFrom": "request" if dry_run.customer_given else "table"})
+
+    class TriggerHistory(ApiView):
+        async def get(self, request: Request, trigger_id: str) -> Response:
+            entries = await api.versions(trigger_id)
+            return self.json(history_json("trigger", trigger_id, entries))
+
+    class TriggerRollback(ApiView):
+        async def post(self, request: Request, trigger_id: str) -> Response:
+            version = rollback_version(await api.write_body(request))
+            entries = await api.versions(trigger_id)
+            try:
+                entry = restorable(entries, "trigger", trigger_id, version)
+                restored_value(app.topic_names, "trigger", trigger_id, entry)
+            except UnknownVersion as exc:
+                raise ApiError(404, str(exc), triggerId=trigger_id) from None
+            except NotRestorable as exc:
+                raise ApiError(409, str(exc), triggerId=trigger_id) from None
+            await api.publish(request, app.topic_names.definitions, [(trigger_id, entry.after)], triggerId=trigger_id)
+            return self.json({"triggerId": trigger_id, "rolledBackTo": version, "status": "accepted"}, status=202)
 
     backtests = Backtests(app.settings, app.topic_names)
 
@@ -494,5 +546,7 @@ def register_api(app: TriggerApp, row_store: RowStore, aggregates: AggregateStor
     page("/triggers/backtest", "trigger-backtest", TriggerBacktest)  # before /triggers/{trigger_id}
     page("/triggers/{trigger_id}", "trigger", Trigger)
     page("/triggers/{trigger_id}/test", "trigger-test", TriggerTest)
+    page("/triggers/{trigger_id}/history", "trigger-history", TriggerHistory)
+    page("/triggers/{trigger_id}/rollback", "trigger-rollback", TriggerRollback)
     page("/triggers/{trigger_id}/report", "trigger-report", TriggerReport)
     page("/metrics", "metrics", PrometheusMetrics)

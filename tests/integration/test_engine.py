@@ -50,7 +50,7 @@ async def test_matching_event_fires_action_and_firing_record(engine: Deployment)
     assert [f["customerId"] for f in firings] == ["c-3"]
     firing = firings[0]
     assert set(firing) == {"firingId", "triggerId", "priority", "customerId", "eventId",
-                           "firedAt", "action", "event"}
+                           "firedAt", "action", "event", "definitionVersion"}
     assert firing["eventId"] == "evt-1" and firing["priority"] == 75
     assert firing["action"] == {"type": "webhook", "url": "https://example.test/hook",
                                 "signed": False, "headerNames": []}
