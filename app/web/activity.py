@@ -23,7 +23,7 @@ from app.actions.delivery.http import system_resolve
 from app.domain.activity import field_errors, firing_counts, selects, shown
 from app.domain.definitions import compile_definition
 from app.domain.intake import parse_cdc_event, parse_event
-from app.domain.models import Source
+from app.domain.models import Event, Source
 from app.domain.replay import Replay, Skip, describe, replay_of
 from app.domain.webhooks import refused_address_reason
 from app.errors import InvalidDefinition, MalformedEvent
@@ -167,15 +167,16 @@ def register_console_api(app: TriggerApp, clock: Callable[[], datetime]) -> None
             event_type = text_param(request, "type")
             limit = int_param(request, "limit", 5, 1, 50)
             read = await read_recent(bootstrap, [source_topics[source]], per_partition=200)
-            events = []
-            for record in sorted(read.records, key=lambda r: r.timestamp, reverse=True):
+            found = []
+            for record in read.records:
                 event = _parsed(record.value, source, f"{record.topic}-{record.partition}-{record.offset}",
                                 record.timestamp, app.settings.cdc_customer_column)
-                if event is not None and (event_type in (None, "*") or event["type"] == event_type):
-                    events.append(event)
-                    if len(events) >= limit:
-                        break
-            return self.json({"source": source.value, "type": event_type, "events": events})
+                if event is not None and event_type in (None, "*", event.type):
+                    found.append((event.timestamp, record.timestamp, event))
+            # Newest first by the event's own time (records of two partitions may share a millisecond).
+            found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+            return self.json({"source": source.value, "type": event_type,
+                              "events": [event.as_json() for _, _, event in found[:limit]]})
 
     class Activity(ApiView):
         async def get(self, request: Request) -> Response:
@@ -277,13 +278,13 @@ async def _republish(app: TriggerApp, action: Replay, headers: list[tuple[str, b
 
 
 def _parsed(raw: bytes | None, source: Source, fallback_id: str, timestamp_ms: int,
-            cdc_customer_column: str) -> dict[str, Any] | None:
-    """An event as the intake reads it (flat JSON, as a dry run takes it), or None if malformed."""
+            cdc_customer_column: str) -> Event | None:
+    """An event as the intake reads it (its flat JSON is what a dry run takes), or None if malformed."""
     arrival = _from_ms(timestamp_ms)
     try:
         if source is Source.CDC:
-            return parse_cdc_event(raw, fallback_id, arrival, cdc_customer_column).as_json()
-        return parse_event(raw, source, fallback_id, arrival).as_json()
+            return parse_cdc_event(raw, fallback_id, arrival, cdc_customer_column)
+        return parse_event(raw, source, fallback_id, arrival)
     except MalformedEvent:
         return None
 

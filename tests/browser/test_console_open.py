@@ -74,8 +74,9 @@ async def test_journeys_and_decision_flows_are_listed(open_console: Deployment) 
 
 async def test_recent_events_of_a_type_newest_first(open_console: Deployment) -> None:
     event_type = "visit-" + uuid.uuid4().hex[:8]
-    for n in range(3):
-        await open_console.send_event({"type": event_type, "customerId": f"c-{n}", "n": n})
+    for n in range(3):  # a second apart: newest is by the event's time
+        await open_console.send_event({"type": event_type, "customerId": f"c-{n}", "n": n,
+                                       "timestamp": f"2026-12-01T10:00:0{n}Z"})
     await open_console.send_event({"type": "other", "customerId": "c-9"})
     answer = (await call(open_console, "GET", f"/events/recent?source=streaming&type={event_type}&limit=2")).json()
     assert [e["n"] for e in answer["events"]] == [2, 1]
