@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+# The browser tests (tests/browser) drive Debian's chromium; installed once, when missing.
+CHROMIUM := /usr/bin/chromium
 
 .DEFAULT_GOAL := help
 
@@ -13,7 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: help install run broker worker apply test reliability unit integration lint typecheck clean bench
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "install Chromium at $(CHROMIUM) (tests/browser need it)" >&2; exit 1; }
+	@echo "installing chromium for the browser tests (apt-get)"
+	@apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+.PHONY: help install run broker worker apply test reliability unit integration browser screenshots lint typecheck clean bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,7 +39,7 @@ worker: $(STAMP) ## Only a worker, against KAFKA_BOOTSTRAP_SERVERS
 apply: $(STAMP) ## Validate and publish triggers_config/
 	$(BIN)/faust -A app.main triggers apply triggers_config
 
-test: $(STAMP) ## Unit and integration tests on a real broker (all but the crash tests)
+test: $(STAMP) $(CHROMIUM) ## Unit, integration and browser tests on a real broker (all but the crash tests)
 	$(BIN)/python -m pytest -q -m "not reliability"
 
 reliability: $(STAMP) ## Crash, restart and recovery tests; prints lost/repeated figures
@@ -43,6 +50,12 @@ unit: $(STAMP) ## Only the fast tests: domain tables and adapters with in-memory
 
 integration: $(STAMP) ## Only the integration tests
 	$(BIN)/python -m pytest -q tests/integration
+
+browser: $(STAMP) $(CHROMIUM) ## Only the console's browser tests (headless Chromium)
+	$(BIN)/python -m pytest -q tests/browser
+
+screenshots: $(STAMP) $(CHROMIUM) ## The browser tests, writing their screenshots to docs/console/
+	TRIGGERS_CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/browser
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check app tests bench

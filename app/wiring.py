@@ -46,7 +46,9 @@ from app.timers.event_time import EventTime
 from app.timers.pending import PendingFirings
 from app.timers.service import Timers
 from app.timers.store import TimerStore
+from app.web.activity import register_console_api
 from app.web.api import register_api
+from app.web.console import register_console
 from app.web.health import register_health
 
 MB = 1024 * 1024
@@ -177,7 +179,9 @@ def build(settings: Settings) -> TriggerApp:
     register_health(app, lambda: (publisher.counters + intake.counters + row_loads.counters + evaluator.counters
                                   + timers.counters + gate.counters + conversions.counters + action_counters),
                     dispatcher.backlog, endpoint_health.disabled_count)
+    register_console_api(app, clock)  # before register_api: its routes must match first
     register_api(app, row_store, aggregates, gate, clock, metrics)
+    register_console(app)
     return app
 
 
