@@ -20,7 +20,7 @@ $(CHROMIUM):
 	@echo "installing chromium for the browser tests (apt-get)"
 	@apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-.PHONY: help install run broker worker apply test reliability unit integration browser screenshots lint typecheck clean bench
+.PHONY: help install run broker worker apply test reliability unit integration browser screenshots lint typecheck clean bench bench-quick
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -72,3 +72,6 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP) ## Throughput, latency and memory figures on a fresh embedded broker (bench/results/)
 	$(BIN)/python -m bench.run
+
+bench-quick: $(BENCH_STAMP) ## Only the throughput ratios, (k) and (f), each case twice (~10 min; bench/results/*-quick.json)
+	$(BIN)/python -m bench.run --quick
