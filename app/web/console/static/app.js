@@ -589,11 +589,12 @@ class Editor {
   }
 
   async validate() {
+    if (!this.form.isConnected) return this.errors;  // another page replaced the editor before the timer ran
     const sequence = ++this.sequence;
     const {definition, local} = this.definition();
     this.pending = (async () => {
       const result = await api("POST", "/triggers/validate", definition);
-      if (sequence !== this.sequence) return this.errors;  // an older answer: the form changed since
+      if (sequence !== this.sequence || !this.form.isConnected) return this.errors;  // the form changed or left
       const server = result.ok ? result.data.errors : [{field: "definition", message: apiError(result)}];
       this.show([...local, ...server], result.ok ? result.data.warnings || [] : []);
       return this.errors;
@@ -957,7 +958,8 @@ function reportChart(groups) {
     const zero = xOf(0);
     whiskers = `<text class="panel" x="${pad}" y="${barsHeight + 20}">Lift vs holdout (difference, 95% interval)</text>
       <line class="zero" x1="${zero}" y1="${top - 6}" x2="${zero}" y2="${top + rowHeight * lifted.length}"></line>
-      <text class="axis" x="${zero}" y="${top + rowHeight * lifted.length + 16}" text-anchor="middle">0</text>`
+      ${[low, 0, high].filter((v, n, all) => all.indexOf(v) === n).map((v) => `<text class="axis" x="${xOf(v)}"
+        y="${top + rowHeight * lifted.length + 16}" text-anchor="middle">${v === 0 ? "0" : points(v)}</text>`).join("")}`
       + lifted.map((g, n) => {
         const [lo, hi] = g.lift.differenceCi95 || [null, null];
         const y = top + rowHeight * n + rowHeight / 2;
