@@ -350,6 +350,16 @@ async def test_an_experiment_report_shows_each_group_and_charts_rate_and_lift(co
     await expect(page.locator("#report-error")).to_contain_text("since")
     await expect(page.get_by_label("Since")).to_have_attribute("aria-invalid", "true")
 
+    # The editor has no experiment fields, and saving from it keeps the experiment.
+    before = (await call(console, "GET", f"/triggers/{trigger_id}")).json()["version"]
+    await page.get_by_role("link", name="Edit", exact=True).click()
+    await expect(page.locator("#validity")).to_have_text("Valid")
+    await page.get_by_role("button", name="Save and publish").click()
+    await expect(page.locator("#save-status")).to_contain_text("Saved")
+    saved = await published(console, trigger_id, lambda d: d["version"] != before)
+    assert saved["experiment"]["holdoutPercent"] == 34
+    assert [v["name"] for v in saved["experiment"]["variants"]] == ["discount", "gift"]
+
 
 async def test_the_list_shows_disabled_and_rejected_triggers_with_the_reason(console: Deployment,
                                                                              page: Page) -> None:

@@ -453,6 +453,9 @@ class Editor {
   fill(definition) {
     const set = (field, value) => { const c = this.control(field); if (c) c.value = value ?? ""; };
     const json = (field, value) => set(field, value === undefined || value === null ? "" : JSON.stringify(value));
+    // The form has no fields for an experiment: it is kept as read (and editable in the JSON view)
+    // so that saving the trigger does not drop it.
+    this.experiment = definition.experiment || undefined;
     set("id", definition.id); set("name", definition.name); set("source", definition.source || "streaming");
     set("eventType", definition.eventType);
     json("filters", definition.filters && Object.keys(definition.filters).length ? definition.filters : undefined);
@@ -570,6 +573,13 @@ class Editor {
     }
     if (!type) local.push({field: "action", message: "choose an action type"});
     definition.action = action;
+    if (this.experiment) {
+      definition.experiment = this.experiment;
+      if (JSON.stringify(this.experiment).includes(MASK)) {
+        local.push({field: "experiment", message: "a variant's secret or header values are not shown by the API: "
+          + "enter them again in the JSON view (or publish the experiment with PUT /triggers/{id})"});
+      }
+    }
     const cooldown = number("cooldownMinutes");
     if (cooldown !== undefined) definition.cooldownMinutes = cooldown;
     const priority = number("priority");
