@@ -16,6 +16,8 @@ import pytest
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Page, expect
 
+from app.domain.experiments import assign
+from app.domain.models import HOLDOUT, Experiment
 from tests.browser.conftest import TOKEN, sign_in
 from tests.integration.conftest import Deployment
 
@@ -283,6 +285,82 @@ async def test_a_dead_letter_is_replayed_from_the_activity_view(console: Deploym
     assert sum(1 for r in commands if r.key == customer) == 2  # the original and its replay
 
 
+async def test_an_experiment_report_shows_each_group_and_charts_rate_and_lift(console: Deployment, page: Page,
+                                                                             screenshots: Path) -> None:
+    trigger_id, visit, bought = unique("exp"), unique("visit"), unique("bought")
+    experiment = {"holdoutPercent": 34,
+                  "variants": [{"name": "discount", "weight": 50, "action": {"type": "update_attribute",
+                                                                            "attributes": {"discount": "1"}}},
+                               {"name": "gift", "weight": 50, "action": {"type": "update_attribute",
+                                                                        "attributes": {"gift": "1"}}}],
+                  "conversion": {"source": "outcome", "eventType": bought, "within": {"hours": 1}}}
+    await put_trigger(console, {"id": trigger_id, "source": "streaming", "eventType": visit,
+                                "action": {"type": "update_attribute", "attributes": {"seen": "1"}},
+                                "experiment": experiment})
+    customers = [unique("c") for _ in range(45)]
+    group_of = {c: assign(Experiment.model_validate(experiment), trigger_id, c) for c in customers}
+    assert set(group_of.values()) == {HOLDOUT, "discount", "gift"}  # 45 customers: each group drawn
+    # Every third customer buys: the conversions each group should count, from the assignment alone.
+    buyers = customers[::3]
+    expected = {g: [sum(1 for c in customers if group_of[c] == g), sum(1 for c in buyers if group_of[c] == g)]
+                for g in set(group_of.values())}
+    for customer in customers:
+        await console.send_event({"type": visit, "customerId": customer, "id": f"visit-{customer}"})
+    await console.firings(len(customers) - expected[HOLDOUT][0], lambda r: r["triggerId"] == trigger_id, settle=0.1)
+    await console.firings(expected[HOLDOUT][0], lambda r: r["triggerId"] == trigger_id, settle=0.1,
+                          topic=console.topics.holdout)
+    for customer in buyers:  # after the firings: a conversion converts only windows opened before it
+        await console.send_event({"type": bought, "customerId": customer, "id": f"buy-{customer}"},
+                                 topic=console.topics.outcomes)
+    await console.firings(len(buyers), lambda r: r["triggerId"] == trigger_id, settle=0.5,
+                          topic=console.topics.conversions)
+
+    # Reached from the trigger's page, next to History.
+    await sign_in(page, console.workers[0].url)
+    await page.goto(f"{console.workers[0].url}/ui#/edit/{trigger_id}")
+    await page.get_by_role("link", name="Report", exact=True).click()
+    table = page.locator("#report-table")
+    await expect(table.locator("tbody tr")).to_have_count(3, timeout=60_000)
+    for group, (firings, conversions) in expected.items():
+        row = table.locator(f'tbody tr[data-group="{group}"]')
+        await expect(row.locator("td").nth(0)).to_have_text(str(firings))
+        await expect(row.locator("td").nth(1)).to_have_text(str(conversions))
+        rate = await row.locator("td").nth(2).inner_text()  # one decimal, rounded (31.25 may read 31.3)
+        assert rate.endswith("%") and float(rate[:-1]) == pytest.approx(100 * conversions / firings, abs=0.051)
+    await expect(table.locator('tbody tr[data-group="holdout"] td').nth(3)).to_have_text("baseline")
+    await expect(table.locator('tbody tr[data-group="gift"] td').nth(4)).to_contain_text(" to ")
+    chart = page.locator("#report-chart")
+    await expect(chart.locator("rect.bar")).to_have_count(3)  # one bar per group
+    await expect(chart.locator("g.whisker")).to_have_count(2)  # a lift interval per variant, against the holdout
+    await expect(chart.locator("line.zero")).to_have_count(1)
+    await expect(chart).to_have_attribute("role", "img")
+    await expect(chart.locator("desc")).to_contain_text("discount")
+    results = await Axe().run(page)
+    serious = [f"{v['id']}: {v['help']}" for v in results.response["violations"]
+               if v["impact"] in ("serious", "critical")]
+    assert not serious, serious
+    await shot(page, screenshots, "report")
+
+    # By keyboard: a range with no firings says so; a bad one is refused in place, naming `since`.
+    await page.get_by_label("Since").fill("2099-01-01T00:00:00Z")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#report-empty")).to_contain_text("no firings")
+    await page.get_by_label("Since").fill("yesterday-ish")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#report-error")).to_contain_text("since")
+    await expect(page.get_by_label("Since")).to_have_attribute("aria-invalid", "true")
+
+    # The editor has no experiment fields, and saving from it keeps the experiment.
+    before = (await call(console, "GET", f"/triggers/{trigger_id}")).json()["version"]
+    await page.get_by_role("link", name="Edit", exact=True).click()
+    await expect(page.locator("#validity")).to_have_text("Valid")
+    await page.get_by_role("button", name="Save and publish").click()
+    await expect(page.locator("#save-status")).to_contain_text("Saved")
+    saved = await published(console, trigger_id, lambda d: d["version"] != before)
+    assert saved["experiment"]["holdoutPercent"] == 34
+    assert [v["name"] for v in saved["experiment"]["variants"]] == ["discount", "gift"]
+
+
 async def test_the_list_shows_disabled_and_rejected_triggers_with_the_reason(console: Deployment,
                                                                              page: Page) -> None:
     tag = unique("states")
@@ -306,7 +384,8 @@ async def test_the_console_has_no_serious_accessibility_violations(console: Depl
                                                                    screenshots: Path) -> None:
     trigger_id = unique("a11y")
     await put_trigger(console, {"id": trigger_id, "source": "streaming", "eventType": "purchase", "priority": 91,
-                                "action": {"type": "update_attribute", "attributes": {"seen": "1"}}})
+                                "action": {"type": "update_attribute", "attributes": {"seen": "1"}},
+                                "experiment": {"holdoutPercent": 10}})
     axe = Axe()
     found: dict[str, list[str]] = {}
     base = console.workers[0].url
@@ -314,7 +393,7 @@ async def test_the_console_has_no_serious_accessibility_violations(console: Depl
     await expect(page.get_by_label("API token")).to_be_visible()
     pages = {"signin": None, "triggers": "#trigger-table tbody tr", "new": "#validity",
              f"edit/{trigger_id}": "#validity", f"history/{trigger_id}": "#history",
-             "activity?kind=deadletters": "#activity"}
+             f"report/{trigger_id}": "#report-empty", "activity?kind=deadletters": "#activity"}
     for route, ready in pages.items():
         if route != "signin":
             if route == "triggers":

@@ -89,6 +89,7 @@ const ROUTES = [
   [/^#\/new$/, () => editorPage(null)],
   [/^#\/edit\/([^?]+)$/, (m) => editorPage(decodeURIComponent(m[1]))],
   [/^#\/history\/([^?]+)$/, (m) => historyPage(decodeURIComponent(m[1]))],
+  [/^#\/report\/([^?]+)$/, (m) => reportPage(decodeURIComponent(m[1]))],
   [/^#\/activity$/, () => activityPage()],
 ];
 
@@ -218,7 +219,7 @@ function toRows(data) {
       id: t.id, name: t.name || "", source: t.source, eventType: t.eventType, state, reason: "",
       priority: t.priority, band: band(t.priority), action: (t.action || {}).type || "",
       firings: null, changedAt: t.changedAt || "", actor: t.actor || "",
-      version: t.version,
+      version: t.version, experiment: Boolean(t.experiment),
       text: [t.id, t.name, t.eventType, t.source].join(" ").toLowerCase(),
     };
   });
@@ -251,7 +252,8 @@ function renderRows(rows, counts, limit) {
     const change = r.changedAt ? `${esc(when(r.changedAt))}<br><span class="id">${esc(r.actor)}</span>` : "";
     return `<tr><td>${name}</td><td>${esc(r.source)}${r.eventType ? " / " + esc(r.eventType) : ""}</td><td>${state}</td>`
       + `<td>${priority}</td><td>${esc(r.action)}</td><td class="num">${r.firings === null ? "…" : r.firings}</td><td>${change}</td>`
-      + `<td><a href="#/history/${id}">History</a> · <a href="#/activity?trigger=${id}">Activity</a></td></tr>`;
+      + `<td><a href="#/history/${id}">History</a> · <a href="#/activity?trigger=${id}">Activity</a>`
+      + (r.experiment ? ` · <a href="#/report/${id}">Report</a>` : "") + `</td></tr>`;
   });
   const table = document.getElementById("trigger-table");
   table.tBodies[0].innerHTML = html.join("");
@@ -295,7 +297,7 @@ async function editorPage(triggerId) {
   const view = page(editing ? "Edit " + triggerId : "New trigger", `
     <h1>${editing ? "Edit trigger <code>" + esc(triggerId) + "</code>" : "New trigger"}</h1>
     ${editing ? `<p><a href="#/history/${encodeURIComponent(triggerId)}">History</a> ·
-      <a href="#/activity?trigger=${encodeURIComponent(triggerId)}">Activity</a></p>` : ""}
+      <a href="#/activity?trigger=${encodeURIComponent(triggerId)}">Activity</a><span id="report-link"></span></p>` : ""}
     <form id="editor" novalidate>
       <div id="form-errors" class="error-summary" role="alert"></div>
       <fieldset class="card"><legend>Step 1 · Event and conditions</legend>
@@ -391,6 +393,9 @@ async function editorPage(triggerId) {
     </section>`);
 
   const original = editing ? await loadDefinition(triggerId) : null;
+  if (original && original.experiment && !stale(view)) {  // only a trigger with an experiment has a report
+    document.getElementById("report-link").innerHTML = ` · <a href="#/report/${encodeURIComponent(triggerId)}">Report</a>`;
+  }
   const [journeys, flows] = await Promise.all([api("GET", "/journeys"), api("GET", "/decisionflows")]);
   if (stale(view)) return;
   fillOptions("action.journeyId", (journeys.data.journeys || []), original && (original.action || {}).journeyId);
@@ -448,6 +453,9 @@ class Editor {
   fill(definition) {
     const set = (field, value) => { const c = this.control(field); if (c) c.value = value ?? ""; };
     const json = (field, value) => set(field, value === undefined || value === null ? "" : JSON.stringify(value));
+    // The form has no fields for an experiment: it is kept as read (and editable in the JSON view)
+    // so that saving the trigger does not drop it.
+    this.experiment = definition.experiment || undefined;
     set("id", definition.id); set("name", definition.name); set("source", definition.source || "streaming");
     set("eventType", definition.eventType);
     json("filters", definition.filters && Object.keys(definition.filters).length ? definition.filters : undefined);
@@ -565,6 +573,13 @@ class Editor {
     }
     if (!type) local.push({field: "action", message: "choose an action type"});
     definition.action = action;
+    if (this.experiment) {
+      definition.experiment = this.experiment;
+      if (JSON.stringify(this.experiment).includes(MASK)) {
+        local.push({field: "experiment", message: "a variant's secret or header values are not shown by the API: "
+          + "enter them again in the JSON view (or publish the experiment with PUT /triggers/{id})"});
+      }
+    }
     const cooldown = number("cooldownMinutes");
     if (cooldown !== undefined) definition.cooldownMinutes = cooldown;
     const priority = number("priority");
@@ -584,11 +599,12 @@ class Editor {
   }
 
   async validate() {
+    if (!this.form.isConnected) return this.errors;  // another page replaced the editor before the timer ran
     const sequence = ++this.sequence;
     const {definition, local} = this.definition();
     this.pending = (async () => {
       const result = await api("POST", "/triggers/validate", definition);
-      if (sequence !== this.sequence) return this.errors;  // an older answer: the form changed since
+      if (sequence !== this.sequence || !this.form.isConnected) return this.errors;  // the form changed or left
       const server = result.ok ? result.data.errors : [{field: "definition", message: apiError(result)}];
       this.show([...local, ...server], result.ok ? result.data.warnings || [] : []);
       return this.errors;
@@ -852,6 +868,127 @@ function paired(rows) {
     }
   }
   return out;
+}
+
+// -- experiment report ---------------------------------------------------------------------
+
+async function reportPage(triggerId) {
+  const since = hashQuery().get("since") || "";
+  const id = encodeURIComponent(triggerId);
+  const view = page("Report of " + triggerId, `<h1>Experiment report of <code>${esc(triggerId)}</code></h1>
+    <p><a href="#/edit/${id}">Edit</a> · <a href="#/history/${id}">History</a> · <a href="#/activity?trigger=${id}">Activity</a></p>
+    <form id="report-form" class="filters" aria-label="Report range">
+      <div><label for="r-since">Since</label><input id="r-since" type="text" value="${esc(since)}"
+        placeholder="7d, 2h or 2026-12-01T00:00:00Z" aria-describedby="r-since-hint"></div>
+      <div class="end"><button type="submit">Show report</button></div>
+    </form>
+    <p class="hint" id="r-since-hint">A duration back from now (<code>30m</code>, <code>2h</code>, <code>7d</code>) or an
+      ISO time with its zone; empty: every firing on the topics.</p>
+    <div id="report" aria-live="polite"><p>Reading the experiment topics…</p></div>`);
+  document.getElementById("report-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = document.getElementById("r-since").value.trim();
+    const target = `#/report/${id}` + (value ? "?" + new URLSearchParams({since: value}) : "");
+    if (location.hash === target) route();  // the same range: read again
+    else location.hash = target;
+  });
+  const definition = await api("GET", "/triggers/" + id);
+  if (stale(view)) return;
+  const box = document.getElementById("report");
+  if (definition.ok && !definition.data.experiment) {
+    box.innerHTML = `<p id="report-none">This trigger has no experiment: it has no report.</p>`;
+    return;
+  }
+  const result = await api("GET", `/triggers/${id}/report` + (since ? "?" + new URLSearchParams({since}) : ""));
+  if (stale(view)) return;
+  if (!result.ok) {
+    box.innerHTML = `<p class="error" role="alert" id="report-error">${esc(apiError(result))}</p>`;
+    if (result.status === 400) document.getElementById("r-since").setAttribute("aria-invalid", "true");
+    return;
+  }
+  const report = result.data;
+  if (!report.groups.length) { box.innerHTML = `<p id="report-empty">${esc(report.message || "No firings.")}</p>`; return; }
+  box.innerHTML = reportChart(report.groups) + reportTable(report);
+}
+
+const percent = (rate) => (rate === null || rate === undefined ? "—" : (100 * rate).toFixed(1) + "%");
+const signed = (value, unit) => (value === null || value === undefined ? "unbounded"
+  : (value >= 0 ? "+" : "") + (100 * value).toFixed(1) + unit);
+const points = (difference) => signed(difference, " pp");
+const relativeLift = (ratio) => signed(ratio, "%");
+
+// The table is the report itself (and the chart's text alternative): every number the chart draws.
+function reportTable(report) {
+  const interval = (ci, show) => (ci ? `${show(ci[0])} to ${show(ci[1])}` : "");
+  const rows = report.groups.map((g) => {
+    const lift = g.lift;
+    return `<tr data-group="${esc(g.group)}"><th scope="row">${esc(g.group)}</th><td class="num">${g.firings}</td>
+      <td class="num">${g.conversions}</td><td class="num">${percent(g.conversionRate)}</td>
+      <td class="num">${lift ? points(lift.difference) : (g.group === "holdout" ? "baseline" : "no holdout")}</td>
+      <td class="num">${lift ? interval(lift.differenceCi95, points) : ""}</td>
+      <td class="num">${lift ? (lift.relative === null ? "—" : relativeLift(lift.relative)) : ""}</td>
+      <td class="num">${lift ? interval(lift.relativeCi95, relativeLift) : ""}</td></tr>`;
+  }).join("");
+  const i = report.interval || {};
+  return `<div class="table-wrap"><table id="report-table"><caption>Conversions per group${report.since ? " since " + esc(when(report.since)) + " UTC" : ""}</caption>
+    <thead><tr><th scope="col">Group</th><th scope="col">Firings</th><th scope="col">Conversions</th><th scope="col">Conversion rate</th>
+      <th scope="col">Lift vs holdout</th><th scope="col">Lift 95% interval</th><th scope="col">Relative lift</th><th scope="col">Relative 95% interval</th></tr></thead>
+    <tbody>${rows}</tbody></table></div>
+    <p class="hint" id="report-method">Lift: the group's rate minus the holdout's, in percentage points (pp), and relative to the holdout's rate.
+      Intervals: ${esc(i.level ? i.level * 100 + "%" : "95%")}, ${esc(i.library || "")} <code>${esc(i.function || "")}</code>
+      (difference: ${esc(i.difference || "")}, ratio: ${esc(i.relative || "")}). An interval that crosses zero does not show a lift.</p>`;
+}
+
+// Conversion rate per group as bars; below, each group's lift over the holdout as a point with its
+// 95% interval as a whisker against a zero line. Inline SVG; the table after it holds the same numbers.
+function reportChart(groups) {
+  const width = 640, pad = 40, barsHeight = 200, rowHeight = 30;
+  const lifted = groups.filter((g) => g.lift);
+  const height = barsHeight + (lifted.length ? 40 + rowHeight * lifted.length + 24 : 0);
+  const most = Math.max(0.01, ...groups.map((g) => g.conversionRate || 0));
+  const step = (width - pad * 2) / groups.length;
+  const barWidth = Math.min(90, step * 0.6);
+  const bars = groups.map((g, n) => {
+    const h = Math.round((barsHeight - pad * 2) * (g.conversionRate || 0) / most);
+    const x = pad + n * step + (step - barWidth) / 2, y = barsHeight - pad - h;
+    const holdout = g.group === "holdout" ? " holdout" : "";
+    return `<rect class="bar${holdout}" x="${x}" y="${y}" width="${barWidth}" height="${h}"><title>${esc(g.group)}: ${percent(g.conversionRate)} (${g.conversions} of ${g.firings})</title></rect>
+      <text class="value" x="${x + barWidth / 2}" y="${y - 4}" text-anchor="middle">${percent(g.conversionRate)}</text>
+      <text class="axis" x="${x + barWidth / 2}" y="${barsHeight - pad + 16}" text-anchor="middle">${esc(g.group)}</text>`;
+  }).join("");
+  let whiskers = "";
+  if (lifted.length) {
+    // The scale covers every interval and zero; an unbounded end is drawn to the edge.
+    const ends = lifted.flatMap((g) => [g.lift.difference, ...(g.lift.differenceCi95 || [])]).filter((v) => v !== null);
+    const low = Math.min(0, ...ends), high = Math.max(0, ...ends);
+    const span = Math.max(0.01, high - low) * 1.1, left = low - (span - (high - low)) / 2;
+    const labelWidth = 110, plotLeft = pad + labelWidth, plotWidth = width - plotLeft - pad;
+    const xOf = (v) => plotLeft + plotWidth * (v - left) / span;
+    const top = barsHeight + 40;
+    const zero = xOf(0);
+    whiskers = `<text class="panel" x="${pad}" y="${barsHeight + 20}">Lift vs holdout (difference, 95% interval)</text>
+      <line class="zero" x1="${zero}" y1="${top - 6}" x2="${zero}" y2="${top + rowHeight * lifted.length}"></line>
+      ${[low, 0, high].filter((v, n, all) => all.indexOf(v) === n).map((v) => `<text class="axis" x="${xOf(v)}"
+        y="${top + rowHeight * lifted.length + 16}" text-anchor="middle">${v === 0 ? "0" : points(v)}</text>`).join("")}`
+      + lifted.map((g, n) => {
+        const [lo, hi] = g.lift.differenceCi95 || [null, null];
+        const y = top + rowHeight * n + rowHeight / 2;
+        const x1 = lo === null ? plotLeft : xOf(lo), x2 = hi === null ? plotLeft + plotWidth : xOf(hi);
+        return `<g class="whisker" data-group="${esc(g.group)}"><title>${esc(g.group)}: ${points(g.lift.difference)}, 95% interval ${points(lo)} to ${points(hi)}</title>
+          <text class="axis" x="${pad}" y="${y + 4}">${esc(g.group)}</text>
+          <line x1="${x1}" y1="${y}" x2="${x2}" y2="${y}"></line>
+          <line x1="${x1}" y1="${y - 6}" x2="${x1}" y2="${y + 6}"></line><line x1="${x2}" y1="${y - 6}" x2="${x2}" y2="${y + 6}"></line>
+          <circle cx="${xOf(g.lift.difference)}" cy="${y}" r="4"></circle></g>`;
+      }).join("");
+  }
+  const summary = groups.map((g) => `${g.group} ${percent(g.conversionRate)}`
+    + (g.lift ? ` (lift ${points(g.lift.difference)}, 95% interval ${points((g.lift.differenceCi95 || [null])[0])} to ${points((g.lift.differenceCi95 || [null, null])[1])})` : "")).join("; ");
+  return `<figure class="chart report-chart"><svg id="report-chart" viewBox="0 0 ${width} ${height}" role="img" aria-labelledby="report-chart-title report-chart-desc">
+      <title id="report-chart-title">Conversion rate per group and lift versus the holdout</title>
+      <desc id="report-chart-desc">${esc(summary)}. The table below holds every number.</desc>
+      <line class="axis-line" x1="${pad}" y1="${barsHeight - pad}" x2="${width - pad}" y2="${barsHeight - pad}"></line>${bars}${whiskers}</svg>
+    <figcaption>Conversion rate per group (bars) and lift versus the holdout with its 95% interval (whiskers); the table below has the numbers.</figcaption>
+  </figure>`;
 }
 
 // -- activity ------------------------------------------------------------------------------
