@@ -392,6 +392,12 @@ async function editorPage(triggerId) {
       <div id="backtest-result" aria-live="polite"></div>
     </section>`);
 
+  // Until the definition and the option lists are in, the form is shown but disabled: filling
+  // it in afterwards would overwrite whatever was typed or chosen meanwhile.
+  const form = document.getElementById("editor");
+  const held = [...form.elements].filter((control) => !control.disabled);
+  held.forEach((control) => { control.disabled = true; });
+  form.setAttribute("aria-busy", "true");
   const original = editing ? await loadDefinition(triggerId) : null;
   if (original && original.experiment && !stale(view)) {  // only a trigger with an experiment has a report
     document.getElementById("report-link").innerHTML = ` · <a href="#/report/${encodeURIComponent(triggerId)}">Report</a>`;
@@ -403,6 +409,8 @@ async function editorPage(triggerId) {
   const editor = new Editor(original);
   editor.fill(original || {id: "", source: "streaming", eventType: "", conditions: [""], priority: 50,
     cooldownMinutes: 0, enabled: true, action: {type: "webhook"}});
+  held.forEach((control) => { control.disabled = false; });
+  form.removeAttribute("aria-busy");
   // The last seven days, up to the next whole minute (the inputs have no seconds).
   const to = new Date(Math.ceil((Date.now() + 1) / 60000) * 60000);
   document.getElementById("bt-to").value = to.toISOString().slice(0, 16);
