@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.domain.replay import parse_time
 from app.domain.secrets import mask_url, mask_urls_in_text
 
 # `conditions[0]: name 'evnt' is not defined` -> field `conditions[0]`; a message without a
@@ -94,14 +95,3 @@ def shown(value: Any) -> Any:
 def _masked_action(action: dict[str, Any]) -> dict[str, Any]:
     return {key: mask_url(item) if key in _URL_FIELDS and isinstance(item, str) else item
             for key, item in action.items()}
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An ISO time with a zone (`Z` accepted), or None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None

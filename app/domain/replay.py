@@ -31,7 +31,7 @@ class Selection:
         if self.trigger_id is not None and letter.get("triggerId") != self.trigger_id:
             return False
         if self.since is not None:
-            at = _parse_time(letter.get("at"))
+            at = parse_time(letter.get("at"))
             return at is not None and at >= self.since
         return True
 
@@ -103,14 +103,14 @@ def parse_since(text: str, now: datetime) -> datetime:
     if stripped and _DURATION.sub("", stripped).strip() == "":
         seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(stripped))
         return now - timedelta(seconds=seconds)
-    moment = _parse_time(text.strip())
+    moment = parse_time(text.strip())
     if moment is None:
         raise ValueError(f"--since: {text!r} is neither an ISO time with a zone "
                          "(2026-12-01T10:00:00Z) nor a duration (30m, 2h, 7d)")
     return moment
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:

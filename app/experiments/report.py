@@ -28,6 +28,7 @@ from statsmodels.stats.proportion import confint_proportions_2indep
 
 from app.domain.experiments import GroupCounts, count_groups
 from app.domain.models import HOLDOUT
+from app.domain.replay import parse_time
 from app.errors import TriggerEngineError
 from app.kafka.end_offsets import confirmed_end_offsets
 from app.registry.reader import rewind
@@ -112,7 +113,7 @@ async def read_records(settings: Settings, topics: Topics, trigger_id: str,
                     continue
                 if topic == topics.conversions:
                     records.conversions.append(value["firingId"])
-                elif (fired_at := _time(value.get("firedAt"))) is not None:
+                elif (fired_at := parse_time(value.get("firedAt"))) is not None:
                     records.firings.append((value["firingId"], str(value.get("group") or ""), fired_at))
     except TimeoutError:
         raise ReportUnavailable(f"the experiment topics could not be read within {timeout_s:g} s") from None
@@ -151,14 +152,6 @@ def _decoded(raw: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
 
 
 def report_text(report: dict[str, Any]) -> str:
